@@ -1,0 +1,551 @@
+//! Ember's experiment configuration: the TOML schema, its defaults and its validation.
+//!
+//! A config file is parsed into plain serde structs that reject unknown keys, then validated
+//! once by [`ExperimentConfig::validate`]. Every default lives here, in one commented place;
+//! the files in `configs/` are short overrides.
+//!
+//! # Guidance convention
+//! Ember writes classifier-free guidance as in diffusers, DiT and the reference article:
+//!
+//! ```text
+//! eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+//! ```
+//!
+//! `guidance_scale = 1` is the plain conditional model ("no guidance"), `0` the unconditional
+//! model, and values above 1 push samples towards their class. Ho & Salimans' `w` is
+//! `guidance_scale - 1`; [`ho_salimans_w_to_scale`] converts.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Errors from reading or validating a config file. Each names the file and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config file {path}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// Converts Ho & Salimans' guidance weight `w` (0 = plain conditional) to Ember's scale.
+pub fn ho_salimans_w_to_scale(w: f64) -> f64 {
+    w + 1.0
+}
+
+/// One experiment: data, model, diffusion process, training and sampling settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExperimentConfig {
+    /// Seed for every random draw of the run (init, shuffling, noise, label dropout).
+    pub seed: u64,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub diffusion: DiffusionConfig,
+    pub train: TrainConfig,
+    pub sample: SampleConfig,
+}
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            diffusion: DiffusionConfig::default(),
+            train: TrainConfig::default(),
+            sample: SampleConfig::default(),
+        }
+    }
+}
+
+/// Which dataset a config trains on. Both are 28x28 greyscale with ten classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind {
+    Mnist,
+    FashionMnist,
+}
+
+impl DatasetKind {
+    /// Where `scripts/setup.sh` puts the IDX files, relative to the repository root.
+    pub fn default_root(self) -> &'static str {
+        match self {
+            DatasetKind::Mnist => "datasets/mnist",
+            DatasetKind::FashionMnist => "datasets/fashion-mnist",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub dataset: DatasetKind,
+    /// Folder with the four IDX files; relative paths are resolved against the working
+    /// directory. Empty means the dataset's default folder under `datasets/`.
+    pub root: PathBuf,
+    /// Train on the first `limit` training images only (0 = all). For smoke tests.
+    pub limit: usize,
+    /// Data-loader worker threads (0 = load on the training thread).
+    pub num_workers: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dataset: DatasetKind::Mnist,
+            root: PathBuf::new(),
+            limit: 0,
+            num_workers: 0,
+        }
+    }
+}
+
+impl DataConfig {
+    /// The IDX folder this config reads.
+    pub fn resolved_root(&self) -> PathBuf {
+        if self.root.as_os_str().is_empty() {
+            PathBuf::from(self.dataset.default_root())
+        } else {
+            self.root.clone()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Number of real classes; the class embedding has one more row, the null class.
+    pub num_classes: usize,
+    /// Image channels (1 for MNIST) and side length in pixels.
+    pub image_channels: usize,
+    pub image_size: usize,
+    /// Channels of the first level; level `i` has `base_channels * channel_mults[i]`.
+    pub base_channels: usize,
+    pub channel_mults: Vec<usize>,
+    /// Residual blocks per level on the down path (the up path has one more, as in DDPM).
+    pub blocks_per_level: usize,
+    /// Levels (0 = full resolution) whose residual blocks are followed by self-attention.
+    pub attention_levels: Vec<usize>,
+    pub attention_heads: usize,
+    /// GroupNorm groups; every channel count must be a multiple of it.
+    pub norm_groups: usize,
+    pub dropout: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            num_classes: 10,
+            image_channels: 1,
+            image_size: 28,
+            base_channels: 32,
+            channel_mults: vec![1, 2, 2],
+            blocks_per_level: 1,
+            attention_levels: vec![2],
+            attention_heads: 4,
+            norm_groups: 8,
+            dropout: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BetaSchedule {
+    /// DDPM's linear betas from `beta_start` to `beta_end`.
+    Linear,
+    /// Nichol & Dhariwal's cosine alpha-bar schedule (betas clipped at 0.999).
+    Cosine,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiffusionConfig {
+    /// Number of diffusion steps T.
+    pub timesteps: usize,
+    pub beta_schedule: BetaSchedule,
+    pub beta_start: f64,
+    pub beta_end: f64,
+}
+
+impl Default for DiffusionConfig {
+    fn default() -> Self {
+        Self {
+            timesteps: 1000,
+            beta_schedule: BetaSchedule::Linear,
+            beta_start: 1e-4,
+            beta_end: 0.02,
+        }
+    }
+}
+
+/// Where tensors live. CUDA needs a binary built with `--features cuda`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub device: DeviceKind,
+    /// Optimiser steps to train for.
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Peak AdamW learning rate, reached linearly over `warmup_steps`.
+    pub learning_rate: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (as torch's `clip_grad_norm_`); 0 disables it.
+    pub grad_clip_norm: f64,
+    /// EMA decay; the effective decay is `min(ema_decay, (1 + step) / (10 + step))` so the EMA
+    /// tracks the weights early in short runs.
+    pub ema_decay: f64,
+    /// Probability that a label is replaced by the null class (classifier-free dropout).
+    pub p_uncond: f64,
+    /// Print a progress line every this many steps.
+    pub log_every: usize,
+    /// Save a checkpoint every this many steps (0 = only at the end).
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            device: DeviceKind::Cpu,
+            steps: 2000,
+            batch_size: 64,
+            learning_rate: 1e-3,
+            warmup_steps: 100,
+            weight_decay: 0.0,
+            grad_clip_norm: 1.0,
+            ema_decay: 0.999,
+            p_uncond: 0.1,
+            log_every: 50,
+            checkpoint_every: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SamplerKind {
+    /// Song et al. 2021, DDIM; `eta = 1` gives DDPM-like ancestral steps.
+    Ddim,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SampleConfig {
+    pub sampler: SamplerKind,
+    /// Denoising steps (evenly spaced over the T training timesteps).
+    pub steps: usize,
+    /// DDIM stochasticity: 0 = deterministic DDIM, 1 = DDPM-like.
+    pub eta: f64,
+    /// `eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)`; 1 = no guidance.
+    pub guidance_scale: f64,
+    /// Images per class in a grid.
+    pub per_class: usize,
+    /// Seed of the initial noise, so grids are comparable across checkpoints and scales.
+    pub seed: u64,
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        Self {
+            sampler: SamplerKind::Ddim,
+            steps: 50,
+            eta: 0.0,
+            guidance_scale: 3.0,
+            per_class: 8,
+            seed: 0,
+        }
+    }
+}
+
+impl ExperimentConfig {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// The resolved config as TOML, as written into a run directory.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("an ExperimentConfig always serialises")
+    }
+
+    /// Checks every cross-field constraint once, so later code can trust the values.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        let m = &self.model;
+        if m.num_classes == 0 {
+            return Err(bad(
+                "model.num_classes",
+                "expected at least one class".into(),
+            ));
+        }
+        if m.image_channels == 0 || m.image_size == 0 {
+            return Err(bad(
+                "model.image_size",
+                "expected a positive image size and channel count".into(),
+            ));
+        }
+        if m.base_channels == 0 {
+            return Err(bad(
+                "model.base_channels",
+                "expected a positive width".into(),
+            ));
+        }
+        if m.channel_mults.is_empty() || m.channel_mults.contains(&0) {
+            return Err(bad(
+                "model.channel_mults",
+                "expected a non-empty list of positive multipliers".into(),
+            ));
+        }
+        let downsamples = m.channel_mults.len() - 1;
+        if m.image_size % (1 << downsamples) != 0 {
+            return Err(bad(
+                "model.channel_mults",
+                format!(
+                    "{} levels halve the image {} times, but image_size {} is not divisible by {}",
+                    m.channel_mults.len(),
+                    downsamples,
+                    m.image_size,
+                    1 << downsamples
+                ),
+            ));
+        }
+        if m.blocks_per_level == 0 {
+            return Err(bad("model.blocks_per_level", "expected at least 1".into()));
+        }
+        if let Some(level) = m
+            .attention_levels
+            .iter()
+            .find(|&&l| l >= m.channel_mults.len())
+        {
+            return Err(bad(
+                "model.attention_levels",
+                format!(
+                    "level {level} does not exist; levels are 0..{}",
+                    m.channel_mults.len()
+                ),
+            ));
+        }
+        if m.norm_groups == 0 {
+            return Err(bad("model.norm_groups", "expected at least 1".into()));
+        }
+        for mult in &m.channel_mults {
+            let ch = m.base_channels * mult;
+            if ch % m.norm_groups != 0 {
+                return Err(bad(
+                    "model.norm_groups",
+                    format!(
+                        "{ch} channels are not divisible into {} groups",
+                        m.norm_groups
+                    ),
+                ));
+            }
+            if !m.attention_levels.is_empty()
+                && (m.attention_heads == 0 || ch % m.attention_heads != 0)
+            {
+                return Err(bad(
+                    "model.attention_heads",
+                    format!(
+                        "{ch} channels are not divisible into {} heads",
+                        m.attention_heads
+                    ),
+                ));
+            }
+        }
+        if !(0.0..1.0).contains(&m.dropout) {
+            return Err(bad(
+                "model.dropout",
+                format!("expected [0, 1), got {}", m.dropout),
+            ));
+        }
+
+        let d = &self.diffusion;
+        if d.timesteps < 2 {
+            return Err(bad("diffusion.timesteps", "expected at least 2".into()));
+        }
+        if d.beta_schedule == BetaSchedule::Linear
+            && !(0.0 < d.beta_start && d.beta_start < d.beta_end && d.beta_end < 1.0)
+        {
+            return Err(bad(
+                "diffusion.beta_end",
+                format!(
+                    "expected 0 < beta_start < beta_end < 1, got {} and {}",
+                    d.beta_start, d.beta_end
+                ),
+            ));
+        }
+
+        let t = &self.train;
+        if t.steps == 0 {
+            return Err(bad("train.steps", "expected at least 1".into()));
+        }
+        if t.batch_size == 0 {
+            return Err(bad("train.batch_size", "expected at least 1".into()));
+        }
+        if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
+            return Err(bad(
+                "train.learning_rate",
+                format!("expected a positive number, got {}", t.learning_rate),
+            ));
+        }
+        if !(0.0..=1.0).contains(&t.p_uncond) {
+            return Err(bad(
+                "train.p_uncond",
+                format!("expected [0, 1], got {}", t.p_uncond),
+            ));
+        }
+        if !(0.0..1.0).contains(&t.ema_decay) {
+            return Err(bad(
+                "train.ema_decay",
+                format!("expected [0, 1), got {}", t.ema_decay),
+            ));
+        }
+        if !(t.grad_clip_norm >= 0.0) {
+            return Err(bad(
+                "train.grad_clip_norm",
+                "expected >= 0 (0 disables)".into(),
+            ));
+        }
+        if !(t.weight_decay >= 0.0) {
+            return Err(bad("train.weight_decay", "expected >= 0".into()));
+        }
+        if t.log_every == 0 {
+            return Err(bad("train.log_every", "expected at least 1".into()));
+        }
+
+        let s = &self.sample;
+        if s.steps == 0 || s.steps > d.timesteps {
+            return Err(bad(
+                "sample.steps",
+                format!(
+                    "expected 1..={} (diffusion.timesteps), got {}",
+                    d.timesteps, s.steps
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&s.eta) {
+            return Err(bad("sample.eta", format!("expected [0, 1], got {}", s.eta)));
+        }
+        if !s.guidance_scale.is_finite() {
+            return Err(bad(
+                "sample.guidance_scale",
+                "expected a finite number".into(),
+            ));
+        }
+        if s.per_class == 0 {
+            return Err(bad("sample.per_class", "expected at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ExperimentConfig, ConfigError> {
+        ExperimentConfig::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        assert_eq!(parse("").unwrap(), ExperimentConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_by_name_and_file() {
+        let err = parse("[train]\nstepz = 10\n").unwrap_err().to_string();
+        assert!(err.contains("stepz"), "{err}");
+        assert!(err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_table_is_rejected_by_name() {
+        let err = parse("[trian]\nsteps = 10\n").unwrap_err().to_string();
+        assert!(err.contains("trian"), "{err}");
+    }
+
+    #[test]
+    fn p_uncond_outside_unit_interval_is_rejected() {
+        let err = parse("[train]\np_uncond = 1.5\n").unwrap_err().to_string();
+        assert!(err.contains("train.p_uncond"), "{err}");
+    }
+
+    #[test]
+    fn zero_classes_is_rejected() {
+        let err = parse("[model]\nnum_classes = 0\n").unwrap_err().to_string();
+        assert!(err.contains("model.num_classes"), "{err}");
+    }
+
+    #[test]
+    fn enum_values_are_checked() {
+        let err = parse("[diffusion]\nbeta_schedule = \"quadratic\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("quadratic"), "{err}");
+        let cfg = parse("[diffusion]\nbeta_schedule = \"cosine\"\n").unwrap();
+        assert_eq!(cfg.diffusion.beta_schedule, BetaSchedule::Cosine);
+    }
+
+    #[test]
+    fn resolved_config_round_trips_through_toml() {
+        let mut cfg = ExperimentConfig::default();
+        cfg.train.steps = 7;
+        cfg.model.attention_levels = vec![];
+        let back = parse(&cfg.to_toml()).unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&root).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                ExperimentConfig::load(&path).unwrap();
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "expected the three shipped configs, found {n}");
+    }
+
+    #[test]
+    fn guidance_conventions_convert() {
+        assert_eq!(ho_salimans_w_to_scale(0.0), 1.0);
+    }
+}

@@ -1,0 +1,11 @@
+//! Ember's model crate: the class-conditional UNet, the noise schedule, the training loss and
+//! the host-side random streams that training and sampling share.
+
+pub mod loss;
+pub mod rng;
+pub mod schedule;
+pub mod unet;
+
+pub use loss::epsilon_mse;
+pub use schedule::NoiseSchedule;
+pub use unet::{UNet, UNetConfig, null_class};

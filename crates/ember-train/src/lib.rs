@@ -1,0 +1,282 @@
+//! Ember's training crate: the classifier-free-guidance training loop (a plain custom loop in
+//! the manner of Burn's GAN example), label dropout, EMA, the learning-rate warm-up, global
+//! gradient clipping and the run directory with its checkpoints.
+
+pub mod checkpoint;
+pub mod device;
+pub mod ema;
+pub mod label_dropout;
+pub mod optim;
+pub mod run;
+
+pub use device::select_device;
+pub use run::{RunDir, RunError};
+
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataset::Dataset;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use ember_config::ExperimentConfig;
+use ember_data::{ImageBatch, ImageBatcher, ImageDataset};
+use ember_model::rng::{Rng, Stream, derive_seed};
+use ember_model::{NoiseSchedule, UNet, UNetConfig, epsilon_mse};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the loop reports after each optimiser step.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    pub step: usize,
+    pub total_steps: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    pub learning_rate: f64,
+    pub grad_norm: f64,
+    pub images_per_second: f64,
+    pub elapsed_seconds: f64,
+}
+
+/// Receives progress; the CLI prints it, tests collect it.
+pub trait TrainingObserver {
+    fn on_step(&mut self, report: &StepReport);
+    fn on_checkpoint(&mut self, _step: usize, _path: &std::path::Path) {}
+}
+
+/// Prints one line every `every` steps (and on the last step).
+pub struct ProgressLines {
+    every: usize,
+    window_loss: f64,
+    window_steps: usize,
+}
+
+impl ProgressLines {
+    pub fn new(every: usize) -> Self {
+        Self {
+            every: every.max(1),
+            window_loss: 0.0,
+            window_steps: 0,
+        }
+    }
+}
+
+impl TrainingObserver for ProgressLines {
+    fn on_step(&mut self, r: &StepReport) {
+        self.window_loss += r.loss;
+        self.window_steps += 1;
+        if r.step % self.every == 0 || r.step == r.total_steps {
+            let remaining = (r.total_steps - r.step) as f64 * r.elapsed_seconds / r.step as f64;
+            println!(
+                "step {:>6}/{} epoch {:>3} loss {:.4} lr {:.2e} grad-norm {:.3} {:.1} img/s eta {}",
+                r.step,
+                r.total_steps,
+                r.epoch,
+                self.window_loss / self.window_steps as f64,
+                r.learning_rate,
+                r.grad_norm,
+                r.images_per_second,
+                format_duration(remaining)
+            );
+            self.window_loss = 0.0;
+            self.window_steps = 0;
+        }
+    }
+
+    fn on_checkpoint(&mut self, step: usize, path: &std::path::Path) {
+        println!("checkpoint at step {step}: {}", path.display());
+    }
+}
+
+pub fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+/// The state of a training run between steps.
+pub struct Trainer {
+    pub config: ExperimentConfig,
+    pub model: UNet,
+    pub ema: UNet,
+    pub schedule: NoiseSchedule,
+    optimizer: burn::optim::ModuleOptimizer,
+    device: Device,
+    /// Optimiser steps taken so far.
+    pub step: usize,
+}
+
+/// Summary of a finished `train` call.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub final_loss: f64,
+    pub seconds: f64,
+    pub images_per_second: f64,
+}
+
+impl Trainer {
+    /// A fresh run: the model initialised from the config's seed on `device` (with autodiff).
+    pub fn new(config: ExperimentConfig, device: &Device) -> Self {
+        let train_device = device.clone().autodiff();
+        // Burn's initialisers draw from the backend's global RNG: seed it for this model.
+        train_device.seed(derive_seed(config.seed, Stream::Init, 0));
+        let model = UNetConfig::from(&config.model).init(&train_device);
+        let ema = model.valid();
+        let optimizer = AdamWConfig::new()
+            .with_weight_decay(config.train.weight_decay as f32)
+            .with_epsilon(1e-8)
+            .init();
+        Self {
+            schedule: NoiseSchedule::new(&config.diffusion),
+            config,
+            model,
+            ema,
+            optimizer,
+            device: device.clone(),
+            step: 0,
+        }
+    }
+
+    pub fn optimizer(&self) -> &burn::optim::ModuleOptimizer {
+        &self.optimizer
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Learning rate at optimiser step `step` (0-based): linear warm-up, then constant.
+    pub fn learning_rate(&self, step: usize) -> f64 {
+        let t = &self.config.train;
+        if step < t.warmup_steps {
+            t.learning_rate * (step + 1) as f64 / t.warmup_steps as f64
+        } else {
+            t.learning_rate
+        }
+    }
+
+    /// One optimiser step on a batch; returns `(loss, grad_norm)`.
+    ///
+    /// `forced_null`, when given, says exactly which rows use the null class (tests); otherwise
+    /// rows drop their label with probability `p_uncond`, drawn from this step's stream.
+    pub fn train_step(&mut self, batch: ImageBatch, forced_null: Option<&[bool]>) -> (f64, f64) {
+        let seed = self.config.seed;
+        let step = self.step as u64;
+        let train_device = self.device.clone().autodiff();
+        let [b, c, h, w] = batch.images.dims();
+
+        // 1. labels with classifier-free dropout
+        let labels = match forced_null {
+            Some(mask) => label_dropout::apply_mask(&batch.labels, mask, self.model.null_class()),
+            None => label_dropout::drop_labels(
+                &batch.labels,
+                self.config.train.p_uncond,
+                self.model.null_class(),
+                &mut Rng::for_stream(seed, Stream::LabelDropout, step),
+            ),
+        };
+
+        // 2. timesteps and noise for this step, from its own streams
+        let t_max = self.schedule.len() as u64;
+        let mut t_rng = Rng::for_stream(seed, Stream::Timesteps, step);
+        let timesteps: Vec<usize> = (0..b).map(|_| t_rng.below(t_max) as usize).collect();
+        let noise = Rng::for_stream(seed, Stream::Noise, step).normals(b * c * h * w);
+        let noise = Tensor::<4>::from_data(TensorData::new(noise, [b, c, h, w]), &train_device);
+        if self.config.model.dropout > 0.0 {
+            train_device.seed(derive_seed(seed, Stream::DropoutLayers, step));
+        }
+
+        // 3. forward noising and the epsilon loss
+        let x0 = batch.images.to_device(&train_device);
+        let x_t = self.schedule.add_noise(x0, noise.clone(), &timesteps); // [b, c, h, w]
+        let t: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
+        let t = Tensor::<1>::from_data(TensorData::new(t, [b]), &train_device);
+        let labels = ember_sample::guidance::labels_tensor(&labels, &train_device);
+        let predicted = self.model.forward(x_t, t, labels);
+        let loss = epsilon_mse(predicted, noise);
+        let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
+
+        // 4. backward, global-norm clipping, AdamW, EMA
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let (grads, grad_norm) =
+            optim::clip_global_norm(&self.model, grads, self.config.train.grad_clip_norm);
+        let lr = self.learning_rate(self.step);
+        self.model = self.optimizer.step(lr, self.model.clone(), grads);
+        self.step += 1;
+        let decay = ema::effective_decay(self.config.train.ema_decay, self.step);
+        self.ema = ema::update(self.ema.clone(), &self.model, decay);
+        (loss_value, grad_norm)
+    }
+
+    /// Trains until `config.train.steps`, one epoch after another over `dataset`, reporting to
+    /// `observer` and writing checkpoints into `run` when given.
+    pub fn train(
+        &mut self,
+        dataset: ImageDataset,
+        run: Option<&RunDir>,
+        observer: &mut dyn TrainingObserver,
+    ) -> Result<TrainSummary, RunError> {
+        let dataset = Arc::new(dataset);
+        let t = self.config.train.clone();
+        let start = Instant::now();
+        let start_step = self.step;
+        let mut images = 0usize;
+        let mut last_loss = f64::NAN;
+        let batches_per_epoch = dataset.len().div_ceil(t.batch_size).max(1);
+        while self.step < t.steps {
+            let epoch = self.step / batches_per_epoch;
+            let skip = self.step % batches_per_epoch;
+            // A fresh loader per epoch with a seed derived from the epoch, so any step's batch is
+            // a function of (seed, step) alone.
+            let loader = DataLoaderBuilder::new(ImageBatcher)
+                .batch_size(t.batch_size)
+                .shuffle(derive_seed(self.config.seed, Stream::Shuffle, epoch as u64))
+                .num_workers(self.config.data.num_workers)
+                .set_device(self.device.clone())
+                .build(dataset.clone());
+            for batch in loader.iter().skip(skip) {
+                let batch = batch.map_err(|e| RunError::Data(e.to_string()))?;
+                let n = batch.labels.len();
+                let (loss, grad_norm) = self.train_step(batch, None);
+                if !loss.is_finite() {
+                    return Err(RunError::NonFinite {
+                        step: self.step,
+                        loss,
+                    });
+                }
+                images += n;
+                last_loss = loss;
+                let elapsed = start.elapsed().as_secs_f64();
+                observer.on_step(&StepReport {
+                    step: self.step,
+                    total_steps: t.steps,
+                    epoch,
+                    loss,
+                    learning_rate: self.learning_rate(self.step - 1),
+                    grad_norm,
+                    images_per_second: images as f64 / elapsed,
+                    elapsed_seconds: elapsed,
+                });
+                let periodic = t.checkpoint_every > 0 && self.step % t.checkpoint_every == 0;
+                if let Some(run) = run
+                    && (periodic || self.step == t.steps)
+                {
+                    let path = run.save_checkpoint(self)?;
+                    observer.on_checkpoint(self.step, &path);
+                }
+                if self.step >= t.steps {
+                    break;
+                }
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        Ok(TrainSummary {
+            steps: self.step - start_step,
+            final_loss: last_loss,
+            seconds,
+            images_per_second: images as f64 / seconds.max(1e-9),
+        })
+    }
+}

@@ -1,0 +1,143 @@
+//! The run directory: resolved config, checkpoints and sample grids of one training run.
+//!
+//! ```text
+//! runs/mnist/
+//!   config.toml                 the resolved config (every default written out)
+//!   checkpoints/step-00002000/  model.bpk, ema.bpk, optimizer.bpk, state.toml
+//!   checkpoints/latest          name of the newest complete checkpoint
+//!   samples/step-00002000_scale-3.png
+//! ```
+
+use crate::Trainer;
+use crate::checkpoint::{self, CheckpointError};
+use ember_config::{ConfigError, ExperimentConfig};
+use ember_sample::grid::write_atomic;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "run directory {0} already holds a run (config.toml exists); choose another --run-dir or pass --overwrite"
+    )]
+    Exists(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("no checkpoint in {0}: train first (checkpoints/latest is missing)")]
+    NoCheckpoint(PathBuf),
+    #[error("data loading failed: {0}")]
+    Data(String),
+    #[error(
+        "loss became {loss} at step {step}; stopping (the last checkpoint is intact). Lower train.learning_rate or check the data"
+    )]
+    NonFinite { step: usize, loss: f64 },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// Creates a run directory and writes the resolved config into it.
+    pub fn create(
+        root: &Path,
+        config: &ExperimentConfig,
+        overwrite: bool,
+    ) -> Result<Self, RunError> {
+        let run = Self {
+            root: root.to_path_buf(),
+        };
+        if run.config_path().exists() {
+            if !overwrite {
+                return Err(RunError::Exists(root.to_path_buf()));
+            }
+            for sub in ["checkpoints", "samples"] {
+                let p = root.join(sub);
+                if p.exists() {
+                    std::fs::remove_dir_all(&p).map_err(io(&p))?;
+                }
+            }
+        }
+        std::fs::create_dir_all(run.checkpoints_dir()).map_err(io(root))?;
+        std::fs::create_dir_all(run.samples_dir()).map_err(io(root))?;
+        let header = "# Resolved config of this run, written by `ember train`: every value, defaults included.\n";
+        write_atomic(
+            &run.config_path(),
+            format!("{header}{}", config.to_toml()).as_bytes(),
+        )
+        .map_err(io(&run.config_path()))?;
+        Ok(run)
+    }
+
+    /// Opens an existing run and reads its resolved config.
+    pub fn open(root: &Path) -> Result<(Self, ExperimentConfig), RunError> {
+        let run = Self {
+            root: root.to_path_buf(),
+        };
+        let config = ExperimentConfig::load(&run.config_path())?;
+        Ok((run, config))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+
+    pub fn samples_dir(&self) -> PathBuf {
+        self.root.join("samples")
+    }
+
+    /// `samples/step-00002000_scale-3.png`: step and guidance scale readable from the name.
+    pub fn sample_path(&self, step: usize, scale: f64) -> PathBuf {
+        self.samples_dir()
+            .join(format!("step-{step:08}_scale-{scale}.png"))
+    }
+
+    /// Writes a checkpoint into a temporary folder, renames it into place, then moves `latest`.
+    pub fn save_checkpoint(&self, trainer: &Trainer) -> Result<PathBuf, RunError> {
+        let dir = self.checkpoints_dir();
+        let name = format!("step-{:08}", trainer.step);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let target = dir.join(&name);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        checkpoint::write(trainer, &tmp)?;
+        if target.exists() {
+            std::fs::remove_dir_all(&target).map_err(io(&target))?;
+        }
+        std::fs::rename(&tmp, &target).map_err(io(&target))?;
+        let latest = dir.join("latest");
+        write_atomic(&latest, format!("{name}\n").as_bytes()).map_err(io(&latest))?;
+        Ok(target)
+    }
+
+    /// The newest complete checkpoint.
+    pub fn latest_checkpoint(&self) -> Result<PathBuf, RunError> {
+        let latest = self.checkpoints_dir().join("latest");
+        let name = std::fs::read_to_string(&latest)
+            .map_err(|_| RunError::NoCheckpoint(self.root.clone()))?;
+        Ok(self.checkpoints_dir().join(name.trim()))
+    }
+}

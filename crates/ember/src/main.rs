@@ -1,0 +1,292 @@
+//! `ember`: train class-conditional diffusion models with classifier-free guidance, and sample
+//! class-guided grids from them.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use ember_config::{DeviceKind, ExperimentConfig};
+use ember_data::{ImageDataset, Split};
+use ember_sample::grid::{make_grid, write_png};
+use ember_sample::{SampleRequest, sample_images};
+use ember_train::checkpoint::{Weights, load_model};
+use ember_train::{ProgressLines, RunDir, Trainer, format_duration, select_device};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "ember",
+    version,
+    about = "Train class-conditional diffusion models with classifier-free guidance (CFG)",
+    long_about = "Train class-conditional diffusion models with classifier-free guidance (CFG).\n\n\
+Guidance convention: eps = eps_uncond + s * (eps_cond - eps_uncond). s = 1 is the plain \
+conditional model (no guidance), s = 0 the unconditional model, s > 1 strengthens the class."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    /// Burn's flex CPU backend (default; needs no set-up).
+    Cpu,
+    /// NVIDIA GPU 0 (binary built with `--features cuda`).
+    Cuda,
+}
+
+impl From<DeviceArg> for DeviceKind {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Cpu => DeviceKind::Cpu,
+            DeviceArg::Cuda => DeviceKind::Cuda,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a TOML experiment config; writes a run directory with the resolved
+    /// config, checkpoints and a guided sample grid of the final EMA weights.
+    Train {
+        /// Experiment config, e.g. configs/mnist.toml.
+        config: PathBuf,
+        /// Run directory [default: runs/<config file stem>].
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Replace an existing run in the run directory.
+        #[arg(long)]
+        overwrite: bool,
+        /// Device, overriding `train.device` of the config.
+        #[arg(long, value_enum)]
+        device: Option<DeviceArg>,
+        /// Optimiser steps, overriding `train.steps` of the config.
+        #[arg(long)]
+        steps: Option<usize>,
+    },
+    /// Sample a PNG grid (one row per class) from a trained run's latest checkpoint.
+    Sample {
+        /// Run directory written by `ember train`.
+        #[arg(long)]
+        run: PathBuf,
+        /// Guidance scale s: 1 = no guidance, 0 = unconditional [default: sample.guidance_scale].
+        #[arg(long)]
+        guidance: Option<f64>,
+        /// Class to sample (repeat or comma-separate for several rows) [default: every class].
+        #[arg(long = "class", value_delimiter = ',')]
+        classes: Vec<usize>,
+        /// Class whose prediction replaces the unconditional branch (negative prompting).
+        #[arg(long)]
+        negative_class: Option<usize>,
+        /// Images per class (grid columns) [default: sample.per_class].
+        #[arg(long)]
+        per_class: Option<usize>,
+        /// DDIM steps [default: sample.steps].
+        #[arg(long)]
+        steps: Option<usize>,
+        /// DDIM eta: 0 deterministic, 1 DDPM-like [default: sample.eta].
+        #[arg(long)]
+        eta: Option<f64>,
+        /// Seed of the initial noise [default: sample.seed].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Use the raw training weights instead of the EMA weights.
+        #[arg(long)]
+        raw: bool,
+        /// Device to sample on.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceArg,
+        /// Output PNG file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() {
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train {
+            config,
+            run_dir,
+            overwrite,
+            device,
+            steps,
+        } => train(&config, run_dir, overwrite, device, steps),
+        Command::Sample {
+            run,
+            guidance,
+            classes,
+            negative_class,
+            per_class,
+            steps,
+            eta,
+            seed,
+            raw,
+            device,
+            out,
+        } => {
+            let (run_dir, config) = RunDir::open(&run)?;
+            let mut request = SampleRequest::from_config(&config);
+            if let Some(g) = guidance {
+                request.guidance_scale = g;
+            }
+            if !classes.is_empty() {
+                request.classes = classes;
+            }
+            request.negative_class = negative_class;
+            if let Some(n) = per_class {
+                request.per_class = n;
+            }
+            if let Some(s) = steps {
+                request.options.steps = s;
+            }
+            if let Some(e) = eta {
+                request.options.eta = e;
+            }
+            if let Some(s) = seed {
+                request.seed = s;
+            }
+            check_request(&request, &config)?;
+            let weights = if raw { Weights::Raw } else { Weights::Ema };
+            let device = select_device(device.into())?;
+            let checkpoint = run_dir.latest_checkpoint()?;
+            let model = load_model(&config, &checkpoint, weights, &device)?;
+            let start = Instant::now();
+            write_sample_grid(&model, &config, &request, &device, &out)?;
+            println!(
+                "wrote {} ({} classes x {} samples, scale {}, {} steps, {:.1}s)",
+                out.display(),
+                request.classes.len(),
+                request.per_class,
+                request.guidance_scale,
+                request.options.steps,
+                start.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn check_request(request: &SampleRequest, config: &ExperimentConfig) -> Result<()> {
+    let n = config.model.num_classes;
+    if let Some(c) = request.classes.iter().find(|&&c| c >= n) {
+        bail!("--class {c} is out of range: the model has classes 0..{n}");
+    }
+    if let Some(c) = request.negative_class.filter(|&c| c >= n) {
+        bail!("--negative-class {c} is out of range: the model has classes 0..{n}");
+    }
+    if request.per_class == 0 {
+        bail!("--per-class must be at least 1");
+    }
+    let t = config.diffusion.timesteps;
+    if request.options.steps == 0 || request.options.steps > t {
+        bail!("--steps must be in 1..={t} (the model's diffusion.timesteps)");
+    }
+    if !(0.0..=1.0).contains(&request.options.eta) {
+        bail!("--eta must be in [0, 1]");
+    }
+    if !request.guidance_scale.is_finite() {
+        bail!("--guidance must be a finite number");
+    }
+    Ok(())
+}
+
+fn write_sample_grid(
+    model: &ember_model::UNet,
+    config: &ExperimentConfig,
+    request: &SampleRequest,
+    device: &burn::prelude::Device,
+    out: &Path,
+) -> Result<()> {
+    let m = &config.model;
+    let schedule = ember_model::NoiseSchedule::new(&config.diffusion);
+    let shape = [m.image_channels, m.image_size, m.image_size];
+    let images = sample_images(model, &schedule, request, shape, device);
+    let grid = make_grid(images, request.classes.len(), request.per_class);
+    write_png(&grid, out)?;
+    Ok(())
+}
+
+fn train(
+    config_path: &Path,
+    run_dir: Option<PathBuf>,
+    overwrite: bool,
+    device: Option<DeviceArg>,
+    steps: Option<usize>,
+) -> Result<()> {
+    let mut config = ExperimentConfig::load(config_path)?;
+    if let Some(d) = device {
+        config.train.device = d.into();
+    }
+    if let Some(s) = steps {
+        if s == 0 {
+            bail!("--steps must be at least 1");
+        }
+        config.train.steps = s;
+    }
+    let device = select_device(config.train.device)?;
+    let root = config.data.resolved_root();
+    let dataset = ImageDataset::load(
+        &root,
+        Split::Train,
+        config.model.num_classes,
+        config.data.limit,
+    )?;
+    let (h, w) = dataset.image_size();
+    if h != config.model.image_size || w != config.model.image_size {
+        bail!(
+            "{}: model.image_size is {}, but the images in {} are {h}x{w}",
+            config_path.display(),
+            config.model.image_size,
+            root.display()
+        );
+    }
+    let run_root = run_dir.unwrap_or_else(|| {
+        let stem = config_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        PathBuf::from("runs").join(stem)
+    });
+    let run = RunDir::create(&run_root, &config, overwrite)?;
+    println!(
+        "training {} on {} ({} images) for {} steps, batch {}, device {:?}; run directory {}",
+        config_path.display(),
+        root.display(),
+        burn::data::dataset::Dataset::len(&dataset),
+        config.train.steps,
+        config.train.batch_size,
+        config.train.device,
+        run.root().display()
+    );
+
+    let mut trainer = Trainer::new(config.clone(), &device);
+    let mut progress = ProgressLines::new(config.train.log_every);
+    let summary = trainer
+        .train(dataset, Some(&run), &mut progress)
+        .context("training stopped")?;
+    println!(
+        "trained {} steps in {} ({:.1} img/s), final loss {:.4}",
+        summary.steps,
+        format_duration(summary.seconds),
+        summary.images_per_second,
+        summary.final_loss
+    );
+
+    let request = SampleRequest::from_config(&config);
+    let out = run.sample_path(trainer.step, request.guidance_scale);
+    let start = Instant::now();
+    write_sample_grid(&trainer.ema, &config, &request, &device, &out)?;
+    println!(
+        "sample grid (EMA weights, scale {}, one row per class): {} ({:.1}s)",
+        request.guidance_scale,
+        out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
