@@ -2,7 +2,7 @@
 //! embedding of classifier-free guidance (Ho & Salimans 2022): `num_classes + 1` rows, the last
 //! one being the learnable null class that stands for "no label".
 
-use burn::module::Initializer;
+use burn::module::{Initializer, ModuleVisitor, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig, Linear,
@@ -13,6 +13,7 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use ember_config::ModelConfig;
+use std::sync::Mutex;
 
 /// Builds a [`UNet`]; one-to-one with the validated `[model]` table of a config.
 #[derive(Debug, Clone)]
@@ -67,6 +68,21 @@ impl UNetConfig {
     /// Width of the time + class embedding.
     pub fn embed_dim(&self) -> usize {
         4 * self.base_channels
+    }
+
+    /// Initialises the weights reproducibly from `seed`.
+    ///
+    /// Burn's initialisers draw lazily, at a parameter's first use, from the backend's global
+    /// RNG. So this seeds that RNG and forces every parameter to initialise at once, under a
+    /// process-wide lock, so that two models built at the same time (tests run in threads)
+    /// cannot interleave their draws.
+    pub fn init_seeded(&self, device: &Device, seed: u64) -> UNet {
+        static INIT_LOCK: Mutex<()> = Mutex::new(());
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        device.seed(seed);
+        let model = self.init(device);
+        model.visit(&mut Materialize);
+        model
     }
 
     pub fn init(&self, device: &Device) -> UNet {
@@ -147,6 +163,15 @@ impl UNetConfig {
     }
 }
 
+/// Reads every parameter once, which runs its lazy initialiser.
+struct Materialize;
+
+impl ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
 /// The epsilon-prediction network `eps_theta(x_t, t, y)`.
 #[derive(Module, Debug)]
 pub struct UNet {
@@ -173,6 +198,11 @@ impl UNet {
     /// Index of the learnable null-class row: the label that means "unconditional".
     pub fn null_class(&self) -> usize {
         null_class(self.num_classes)
+    }
+
+    /// The class-embedding table, `[num_classes + 1, embed_dim]`; its last row is the null class.
+    pub fn class_embedding_weights(&self) -> Tensor<2> {
+        self.class_embedding.weight.val()
     }
 
     /// Predicts the noise in `x` at timesteps `t` for class labels `labels` (null class allowed).
@@ -417,6 +447,23 @@ mod tests {
         let t = Tensor::<1>::from_floats([3.0, 500.0], &device);
         let y = Tensor::<1, Int>::from_ints([0, model.null_class() as i64], &device);
         assert_eq!(model.forward(x, t, y).dims(), [2, 1, 8, 8]);
+    }
+
+    #[test]
+    fn seeded_init_is_reproducible() {
+        let device = Device::flex();
+        let weights = |seed| {
+            let model = tiny().init_seeded(&device, seed);
+            model
+                .time_mlp1
+                .weight
+                .val()
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
+        };
+        assert_eq!(weights(1), weights(1));
+        assert_ne!(weights(1), weights(2));
     }
 
     #[test]

@@ -120,9 +120,8 @@ impl Trainer {
     /// A fresh run: the model initialised from the config's seed on `device` (with autodiff).
     pub fn new(config: ExperimentConfig, device: &Device) -> Self {
         let train_device = device.clone().autodiff();
-        // Burn's initialisers draw from the backend's global RNG: seed it for this model.
-        train_device.seed(derive_seed(config.seed, Stream::Init, 0));
-        let model = UNetConfig::from(&config.model).init(&train_device);
+        let model = UNetConfig::from(&config.model)
+            .init_seeded(&train_device, derive_seed(config.seed, Stream::Init, 0));
         let ema = model.valid();
         let optimizer = AdamWConfig::new()
             .with_weight_decay(config.train.weight_decay as f32)
@@ -278,5 +277,92 @@ impl Trainer {
             seconds,
             images_per_second: images as f64 / seconds.max(1e-9),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_config() -> ExperimentConfig {
+        let mut c = ExperimentConfig::default();
+        c.model.base_channels = 8;
+        c.model.channel_mults = vec![1, 2];
+        c.model.attention_levels = vec![];
+        c.model.norm_groups = 4;
+        c.model.image_size = 8;
+        c.diffusion.timesteps = 50;
+        c.train.batch_size = 4;
+        c.train.warmup_steps = 1;
+        c.train.p_uncond = 0.0;
+        c
+    }
+
+    fn batch(device: &Device) -> ImageBatch {
+        let pixels = Rng::new(5).normals(4 * 64);
+        ImageBatch {
+            images: Tensor::<1>::from_data(TensorData::new(pixels, [256]), device)
+                .reshape([4, 1, 8, 8]),
+            labels: vec![0, 1, 2, 3],
+        }
+    }
+
+    fn null_row(trainer: &Trainer) -> Vec<f32> {
+        let null = trainer.model.null_class();
+        trainer
+            .model
+            .class_embedding_weights()
+            .narrow(0, null, 1)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn null_row_learns_only_when_the_forced_mask_uses_it() {
+        let device = Device::flex();
+        let mut trainer = Trainer::new(tiny_config(), &device);
+        let before = null_row(&trainer);
+        // Zero-initialised output layers delay gradients into the embeddings by two steps;
+        // with no row masked, the null row must stay exactly as initialised throughout.
+        for _ in 0..4 {
+            let (loss, _) = trainer.train_step(batch(&device), Some(&[false; 4]));
+            assert!(loss.is_finite());
+        }
+        assert_eq!(null_row(&trainer), before, "unused null row must not move");
+        trainer.train_step(batch(&device), Some(&[false, true, false, false]));
+        assert_ne!(
+            null_row(&trainer),
+            before,
+            "masked row must train the null row"
+        );
+    }
+
+    #[test]
+    fn identical_runs_are_identical_and_the_loss_falls() {
+        let device = Device::flex();
+        let run = || {
+            let mut trainer = Trainer::new(tiny_config(), &device);
+            (0..30)
+                .map(|_| trainer.train_step(batch(&device), None).0)
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(a, b);
+        let early: f64 = a[..5].iter().sum::<f64>() / 5.0;
+        let late: f64 = a[25..].iter().sum::<f64>() / 5.0;
+        assert!(
+            late < early,
+            "loss should fall on a fixed batch: {early} -> {late}"
+        );
+    }
+
+    #[test]
+    fn warmup_reaches_the_peak_learning_rate() {
+        let mut config = tiny_config();
+        config.train.warmup_steps = 4;
+        let trainer = Trainer::new(config, &Device::flex());
+        let lrs: Vec<f64> = (0..6).map(|s| trainer.learning_rate(s)).collect();
+        assert_eq!(lrs, vec![2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3]);
     }
 }

