@@ -332,7 +332,7 @@ impl ExperimentConfig {
             ));
         }
         let downsamples = m.channel_mults.len() - 1;
-        if m.image_size % (1 << downsamples) != 0 {
+        if !m.image_size.is_multiple_of(1 << downsamples) {
             return Err(bad(
                 "model.channel_mults",
                 format!(
@@ -365,7 +365,7 @@ impl ExperimentConfig {
         }
         for mult in &m.channel_mults {
             let ch = m.base_channels * mult;
-            if ch % m.norm_groups != 0 {
+            if !ch.is_multiple_of(m.norm_groups) {
                 return Err(bad(
                     "model.norm_groups",
                     format!(
@@ -375,7 +375,7 @@ impl ExperimentConfig {
                 ));
             }
             if !m.attention_levels.is_empty()
-                && (m.attention_heads == 0 || ch % m.attention_heads != 0)
+                && (m.attention_heads == 0 || !ch.is_multiple_of(m.attention_heads))
             {
                 return Err(bad(
                     "model.attention_heads",
@@ -434,13 +434,13 @@ impl ExperimentConfig {
                 format!("expected [0, 1), got {}", t.ema_decay),
             ));
         }
-        if !(t.grad_clip_norm >= 0.0) {
+        if t.grad_clip_norm.is_nan() || t.grad_clip_norm < 0.0 {
             return Err(bad(
                 "train.grad_clip_norm",
                 "expected >= 0 (0 disables)".into(),
             ));
         }
-        if !(t.weight_decay >= 0.0) {
+        if t.weight_decay.is_nan() || t.weight_decay < 0.0 {
             return Err(bad("train.weight_decay", "expected >= 0".into()));
         }
         if t.log_every == 0 {

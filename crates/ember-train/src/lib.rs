@@ -63,7 +63,7 @@ impl TrainingObserver for ProgressLines {
     fn on_step(&mut self, r: &StepReport) {
         self.window_loss += r.loss;
         self.window_steps += 1;
-        if r.step % self.every == 0 || r.step == r.total_steps {
+        if r.step.is_multiple_of(self.every) || r.step == r.total_steps {
             let remaining = (r.total_steps - r.step) as f64 * r.elapsed_seconds / r.step as f64;
             println!(
                 "step {:>6}/{} epoch {:>3} loss {:.4} lr {:.2e} grad-norm {:.3} {:.1} img/s eta {}",
@@ -258,7 +258,8 @@ impl Trainer {
                     images_per_second: images as f64 / elapsed,
                     elapsed_seconds: elapsed,
                 });
-                let periodic = t.checkpoint_every > 0 && self.step % t.checkpoint_every == 0;
+                let periodic =
+                    t.checkpoint_every > 0 && self.step.is_multiple_of(t.checkpoint_every);
                 if let Some(run) = run
                     && (periodic || self.step == t.steps)
                 {
