@@ -71,7 +71,19 @@ pub fn load_model(
         .init(device)
         .try_load_file(&path)
         .map_err(|e| CheckpointError::Load {
-            message: e.to_string(),
+            message: shorten(&e.to_string(), 400),
             path,
         })
+}
+
+/// Burn lists every mismatched tensor; the first few say enough.
+fn shorten(message: &str, max_chars: usize) -> String {
+    match message.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!(
+            "{} ... ({} more characters)",
+            &message[..cut],
+            message.len() - cut
+        ),
+        None => message.to_string(),
+    }
 }

@@ -359,6 +359,44 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_round_trips_and_a_mismatched_model_is_refused_by_file_name() {
+        let device = Device::flex();
+        let dir = std::env::temp_dir().join(format!("ember-ckpt-{}", std::process::id()));
+        let config = tiny_config();
+        let run = RunDir::create(&dir, &config, true).unwrap();
+        let mut trainer = Trainer::new(config.clone(), &device);
+        trainer.train_step(batch(&device), None);
+        let path = run.save_checkpoint(&trainer).unwrap();
+        assert_eq!(run.latest_checkpoint().unwrap(), path);
+
+        let loaded =
+            checkpoint::load_model(&config, &path, checkpoint::Weights::Ema, &device).unwrap();
+        let a = loaded
+            .class_embedding_weights()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let b = trainer
+            .ema
+            .class_embedding_weights()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        assert_eq!(a, b, "EMA weights survive the round trip bit for bit");
+
+        let mut wider = config;
+        wider.model.base_channels = 16;
+        let err = checkpoint::load_model(&wider, &path, checkpoint::Weights::Ema, &device)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ema.bpk") && err.contains("shape mismatch"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn warmup_reaches_the_peak_learning_rate() {
         let mut config = tiny_config();
         config.train.warmup_steps = 4;
