@@ -24,6 +24,16 @@ cd "$repo_root"
 
 stand_in="$repo_root/scripts/cuda/cubecl-llvm-offline"
 [[ -f "$stand_in/Cargo.toml" ]] || { echo "error: missing $stand_in" >&2; exit 1; }
+if ! grep -q '^cuda-cpp *=' crates/ember-train/Cargo.toml; then
+    cat >&2 <<'EOF'
+error: crates/ember-train/Cargo.toml has no `cuda-cpp` feature. It needs:
+  [features]
+  cuda-cpp = ["cuda", "dep:cubecl", "cubecl/cuda-cpp"]
+  [dependencies]
+  cubecl = { version = "0.11.3", default-features = false, optional = true }
+EOF
+    exit 1
+fi
 
 export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13000}"
 target_dir="${CARGO_TARGET_DIR:-target}"

@@ -218,6 +218,19 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// Save a checkpoint every this many steps (0 = only at the end).
     pub checkpoint_every: usize,
+    /// Keep the newest this many checkpoints; older ones are deleted (0 = keep all).
+    pub keep_checkpoints: usize,
+    /// What a non-finite (NaN or infinite) loss does: stop the run, or skip that batch.
+    pub on_nonfinite_loss: NonFiniteLoss,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NonFiniteLoss {
+    /// Stop with an error; the last checkpoint stays as it was.
+    Stop,
+    /// Skip the batch (no update, no EMA step) and warn.
+    Skip,
 }
 
 impl Default for TrainConfig {
@@ -234,6 +247,8 @@ impl Default for TrainConfig {
             p_uncond: 0.1,
             log_every: 50,
             checkpoint_every: 500,
+            keep_checkpoints: 3,
+            on_nonfinite_loss: NonFiniteLoss::Stop,
         }
     }
 }
@@ -473,6 +488,60 @@ impl ExperimentConfig {
     }
 }
 
+/// Keys that may differ between a run's config and the config it is resumed with: they change
+/// how long the run goes on and what it reports, not what it computes.
+pub const RESUMABLE_KEYS: &[&str] = &[
+    "train.steps",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.on_nonfinite_loss",
+    "train.device",
+    "data.root",
+    "data.num_workers",
+    "sample",
+];
+
+impl ExperimentConfig {
+    /// Dotted keys whose values differ between `self` and `other`, ignoring
+    /// [`RESUMABLE_KEYS`]. Empty means `other` can continue a run of `self`.
+    pub fn fixed_keys_changed(&self, other: &Self) -> Vec<String> {
+        let a = toml::Value::try_from(self).expect("config serialises");
+        let b = toml::Value::try_from(other).expect("config serialises");
+        let mut changed = Vec::new();
+        diff_values("", &a, &b, &mut changed);
+        changed.retain(|key| {
+            !RESUMABLE_KEYS
+                .iter()
+                .any(|r| key == r || key.starts_with(&format!("{r}.")))
+        });
+        changed
+    }
+}
+
+fn diff_values(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (toml::Value::Table(ta), toml::Value::Table(tb)) => {
+            let mut keys: Vec<&String> = ta.keys().chain(tb.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match (ta.get(k), tb.get(k)) {
+                    (Some(va), Some(vb)) => diff_values(&path, va, vb, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        _ if a != b => out.push(prefix.to_string()),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,6 +611,21 @@ mod tests {
             }
         }
         assert!(n >= 3, "expected the three shipped configs, found {n}");
+    }
+
+    #[test]
+    fn resume_diff_names_fixed_keys_and_ignores_resumable_ones() {
+        let a = ExperimentConfig::default();
+        let mut b = a.clone();
+        b.train.steps = 99;
+        b.sample.guidance_scale = 7.0;
+        assert!(a.fixed_keys_changed(&b).is_empty());
+        b.model.base_channels = 64;
+        b.diffusion.beta_schedule = BetaSchedule::Cosine;
+        assert_eq!(
+            a.fixed_keys_changed(&b),
+            vec!["diffusion.beta_schedule", "model.base_channels"]
+        );
     }
 
     #[test]

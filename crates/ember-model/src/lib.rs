@@ -5,7 +5,8 @@ pub mod loss;
 pub mod rng;
 pub mod schedule;
 pub mod unet;
+pub mod weights;
 
 pub use loss::epsilon_mse;
 pub use schedule::NoiseSchedule;
-pub use unet::{UNet, UNetConfig, null_class};
+pub use unet::{UNet, UNetConfig, null_class, with_backend_rng};

@@ -70,22 +70,22 @@ impl UNetConfig {
         4 * self.base_channels
     }
 
-    /// Initialises the weights reproducibly from `seed`.
+    /// Builds the network with weights drawn reproducibly from `seed`.
     ///
     /// Burn's initialisers draw lazily, at a parameter's first use, from the backend's global
-    /// RNG. So this seeds that RNG and forces every parameter to initialise at once, under a
-    /// process-wide lock, so that two models built at the same time (tests run in threads)
-    /// cannot interleave their draws.
-    pub fn init_seeded(&self, device: &Device, seed: u64) -> UNet {
-        static INIT_LOCK: Mutex<()> = Mutex::new(());
-        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        device.seed(seed);
-        let model = self.init(device);
-        model.visit(&mut Materialize);
-        model
+    /// RNG. So this seeds that RNG and forces every parameter to initialise at once, under the
+    /// process-wide lock of [`with_backend_rng`]: no draw of Ember's ever happens outside it, so
+    /// models built at the same time (tests run in threads) cannot interleave their draws.
+    pub fn init(&self, device: &Device, seed: u64) -> UNet {
+        with_backend_rng(device, seed, || {
+            let model = self.build(device);
+            model.visit(&mut Materialize);
+            model
+        })
     }
 
-    pub fn init(&self, device: &Device) -> UNet {
+    /// The network with lazily initialised parameters.
+    fn build(&self, device: &Device) -> UNet {
         let emb = self.embed_dim();
         let ch = |level: usize| self.base_channels * self.channel_mults[level];
         let res = |c_in, c_out| ResBlockConfig {
@@ -161,6 +161,16 @@ impl UNetConfig {
             base_channels: self.base_channels,
         }
     }
+}
+
+/// Runs `f` with the backend's global RNG seeded to `seed`, holding a process-wide lock so no
+/// other thread reseeds or draws from it meanwhile. Burn's initialisers and dropout layers draw
+/// from that RNG; this makes their draws a function of `seed` alone.
+pub fn with_backend_rng<T>(device: &Device, seed: u64, f: impl FnOnce() -> T) -> T {
+    static BACKEND_RNG: Mutex<()> = Mutex::new(());
+    let _guard = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    f()
 }
 
 /// Reads every parameter once, which runs its lazy initialiser.
@@ -442,7 +452,7 @@ mod tests {
     #[test]
     fn forward_keeps_the_image_shape() {
         let device = Device::flex();
-        let model = tiny().init(&device);
+        let model = tiny().init(&device, 0);
         let x = Tensor::<4>::zeros([2, 1, 8, 8], &device);
         let t = Tensor::<1>::from_floats([3.0, 500.0], &device);
         let y = Tensor::<1, Int>::from_ints([0, model.null_class() as i64], &device);
@@ -453,7 +463,7 @@ mod tests {
     fn seeded_init_is_reproducible() {
         let device = Device::flex();
         let weights = |seed| {
-            let model = tiny().init_seeded(&device, seed);
+            let model = tiny().init(&device, seed);
             model
                 .time_mlp1
                 .weight
@@ -469,7 +479,7 @@ mod tests {
     #[test]
     fn class_embedding_has_a_null_row() {
         let device = Device::flex();
-        let model = tiny().init(&device);
+        let model = tiny().init(&device, 0);
         assert_eq!(model.null_class(), 3);
         assert_eq!(model.class_embedding.weight.val().dims(), [4, 32]);
     }

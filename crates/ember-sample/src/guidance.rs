@@ -101,7 +101,7 @@ mod tests {
             norm_groups: 4,
             dropout: 0.0,
         }
-        .init(device);
+        .init(device, 0);
         // Zero-initialised output layers would make every prediction 0; perturb them.
         perturb(model, device)
     }

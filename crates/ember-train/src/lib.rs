@@ -16,10 +16,10 @@ use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::Dataset;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use ember_config::ExperimentConfig;
+use ember_config::{ExperimentConfig, NonFiniteLoss};
 use ember_data::{ImageBatch, ImageBatcher, ImageDataset};
 use ember_model::rng::{Rng, Stream, derive_seed};
-use ember_model::{NoiseSchedule, UNet, UNetConfig, epsilon_mse};
+use ember_model::{NoiseSchedule, UNet, UNetConfig, epsilon_mse, with_backend_rng};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +40,9 @@ pub struct StepReport {
 pub trait TrainingObserver {
     fn on_step(&mut self, report: &StepReport);
     fn on_checkpoint(&mut self, _step: usize, _path: &std::path::Path) {}
+    fn on_warning(&mut self, message: &str) {
+        eprintln!("warning: {message}");
+    }
 }
 
 /// Prints one line every `every` steps (and on the last step).
@@ -121,7 +124,7 @@ impl Trainer {
     pub fn new(config: ExperimentConfig, device: &Device) -> Self {
         let train_device = device.clone().autodiff();
         let model = UNetConfig::from(&config.model)
-            .init_seeded(&train_device, derive_seed(config.seed, Stream::Init, 0));
+            .init(&train_device, derive_seed(config.seed, Stream::Init, 0));
         let ema = model.valid();
         let optimizer = AdamWConfig::new()
             .with_weight_decay(config.train.weight_decay as f32)
@@ -136,6 +139,45 @@ impl Trainer {
             device: device.clone(),
             step: 0,
         }
+    }
+
+    /// Continues a run from a checkpoint folder: weights, EMA, AdamW state and step. The
+    /// checkpoint's own config must agree with `config` on every key that cannot change
+    /// mid-run.
+    pub fn from_checkpoint(
+        config: ExperimentConfig,
+        dir: &std::path::Path,
+        device: &Device,
+    ) -> Result<Self, checkpoint::CheckpointError> {
+        use checkpoint::{CheckpointError, EMA_FILE, MODEL_FILE, OPTIMIZER_FILE};
+        let state = checkpoint::verify(dir)?;
+        let saved = checkpoint::read_config(dir, &state)?;
+        let changed = saved.fixed_keys_changed(&config);
+        if !changed.is_empty() {
+            return Err(CheckpointError::Load {
+                path: dir.join(checkpoint::CONFIG_FILE),
+                message: format!(
+                    "this checkpoint was trained with other values of {}; these cannot change mid-run",
+                    changed.join(", ")
+                ),
+            });
+        }
+        let mut trainer = Trainer::new(config, device);
+        let train_device = device.clone().autodiff();
+        trainer.model =
+            checkpoint::load_weights(&trainer.config, &dir.join(MODEL_FILE), &train_device)?;
+        trainer.ema = checkpoint::load_weights(&trainer.config, &dir.join(EMA_FILE), device)?;
+        let optimizer_path = dir.join(OPTIMIZER_FILE);
+        trainer.optimizer = trainer
+            .optimizer
+            .clone()
+            .load(&optimizer_path)
+            .map_err(|e| CheckpointError::Load {
+                path: optimizer_path,
+                message: e.to_string(),
+            })?;
+        trainer.step = state.step;
+        Ok(trainer)
     }
 
     pub fn optimizer(&self) -> &burn::optim::ModuleOptimizer {
@@ -183,9 +225,6 @@ impl Trainer {
         let timesteps: Vec<usize> = (0..b).map(|_| t_rng.below(t_max) as usize).collect();
         let noise = Rng::for_stream(seed, Stream::Noise, step).normals(b * c * h * w);
         let noise = Tensor::<4>::from_data(TensorData::new(noise, [b, c, h, w]), &train_device);
-        if self.config.model.dropout > 0.0 {
-            train_device.seed(derive_seed(seed, Stream::DropoutLayers, step));
-        }
 
         // 3. forward noising and the epsilon loss
         let x0 = batch.images.to_device(&train_device);
@@ -193,9 +232,22 @@ impl Trainer {
         let t: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
         let t = Tensor::<1>::from_data(TensorData::new(t, [b]), &train_device);
         let labels = ember_sample::guidance::labels_tensor(&labels, &train_device);
-        let predicted = self.model.forward(x_t, t, labels);
+        // Dropout layers draw from the backend RNG: seed it for this step (see with_backend_rng).
+        let predicted = if self.config.model.dropout > 0.0 {
+            let dropout_seed = derive_seed(seed, Stream::DropoutLayers, step);
+            with_backend_rng(&train_device, dropout_seed, || {
+                self.model.forward(x_t, t, labels)
+            })
+        } else {
+            self.model.forward(x_t, t, labels)
+        };
         let loss = epsilon_mse(predicted, noise);
         let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
+        if !loss_value.is_finite() {
+            // No update and no EMA step: the batch is consumed and the weights stay as they were.
+            self.step += 1;
+            return (loss_value, f64::NAN);
+        }
 
         // 4. backward, global-norm clipping, AdamW, EMA
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
@@ -240,10 +292,18 @@ impl Trainer {
                 let n = batch.labels.len();
                 let (loss, grad_norm) = self.train_step(batch, None);
                 if !loss.is_finite() {
-                    return Err(RunError::NonFinite {
-                        step: self.step,
-                        loss,
-                    });
+                    match t.on_nonfinite_loss {
+                        NonFiniteLoss::Stop => {
+                            return Err(RunError::NonFinite {
+                                step: self.step,
+                                loss,
+                            });
+                        }
+                        NonFiniteLoss::Skip => observer.on_warning(&format!(
+                            "loss is {loss} at step {}; skipped that batch (train.on_nonfinite_loss = \"skip\")",
+                            self.step
+                        )),
+                    }
                 }
                 images += n;
                 last_loss = loss;
@@ -394,6 +454,202 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Ten seeded 8x8 images, so an epoch is three batches of four (the last one partial).
+    fn fixture() -> ImageDataset {
+        let mut rng = Rng::new(21);
+        let pixels = (0..10 * 64).map(|_| rng.below(256) as u8).collect();
+        ImageDataset::from_parts(pixels, (0..10).map(|i| i % 10).collect(), 8, 8)
+    }
+
+    struct Quiet;
+    impl TrainingObserver for Quiet {
+        fn on_step(&mut self, _: &StepReport) {}
+    }
+
+    fn tensors(model: &UNet) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        ember_model::weights::named_tensors(model)
+    }
+
+    /// Names of the tensors whose values differ (empty = bit-identical).
+    fn differing(a: &UNet, b: &UNet) -> Vec<String> {
+        tensors(a)
+            .into_iter()
+            .zip(tensors(b))
+            .filter(|(x, y)| x != y)
+            .map(|(x, _)| x.0)
+            .collect()
+    }
+
+    #[test]
+    fn stop_and_resume_is_bit_identical_to_an_uninterrupted_run() {
+        let device = Device::flex();
+        let root = std::env::temp_dir().join(format!("ember-resume-{}", std::process::id()));
+        let mut config = tiny_config();
+        config.train.steps = 7;
+        config.train.checkpoint_every = 2;
+        config.train.p_uncond = 0.3;
+        config.model.dropout = 0.1;
+
+        // One go.
+        let run_a = RunDir::create(&root.join("a"), &config, true).unwrap();
+        let mut a = Trainer::new(config.clone(), &device);
+        a.train(fixture(), Some(&run_a), &mut Quiet).unwrap();
+
+        // Stop after 4 steps (mid-epoch), resume from the run directory, finish.
+        let mut short = config.clone();
+        short.train.steps = 4;
+        let run_b = RunDir::create(&root.join("b"), &short, true).unwrap();
+        Trainer::new(short, &device)
+            .train(fixture(), Some(&run_b), &mut Quiet)
+            .unwrap();
+        let (mut b, warnings) = run_b.resume(&config, &device).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(b.step, 4);
+        b.train(fixture(), Some(&run_b), &mut Quiet).unwrap();
+
+        assert_eq!(a.step, b.step);
+        assert_eq!(
+            differing(&a.model, &b.model),
+            Vec::<String>::new(),
+            "weights differ"
+        );
+        assert_eq!(
+            differing(&a.ema, &b.ema),
+            Vec::<String>::new(),
+            "EMA differs"
+        );
+        // AdamW's moments and step count: one more identical step must land identically.
+        let (la, _) = a.train_step(batch(&device), None);
+        let (lb, _) = b.train_step(batch(&device), None);
+        assert_eq!(la, lb);
+        assert_eq!(
+            tensors(&a.model),
+            tensors(&b.model),
+            "optimizer state differs"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn corrupted_checkpoints_are_named_and_resume_falls_back() {
+        let device = Device::flex();
+        let root = std::env::temp_dir().join(format!("ember-corrupt-{}", std::process::id()));
+        let mut config = tiny_config();
+        config.train.steps = 4;
+        config.train.checkpoint_every = 2;
+        let run = RunDir::create(&root, &config, true).unwrap();
+        Trainer::new(config.clone(), &device)
+            .train(fixture(), Some(&run), &mut Quiet)
+            .unwrap();
+        let newest = run.latest_checkpoint().unwrap();
+        let ema = newest.join(checkpoint::EMA_FILE);
+        let bytes = std::fs::read(&ema).unwrap();
+
+        // Truncated: named, and resume falls back to step 2 with a warning.
+        std::fs::write(&ema, &bytes[..bytes.len() / 2]).unwrap();
+        let err = checkpoint::verify(&newest).unwrap_err().to_string();
+        assert!(
+            err.contains("ema.bpk") && err.contains("truncated or corrupted"),
+            "{err}"
+        );
+        let (trainer, warnings) = run.resume(&config, &device).unwrap();
+        assert_eq!(trainer.step, 2);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("ema.bpk") && warnings[0].contains("falling back"));
+
+        // Garbled (same length, one byte flipped): caught by the checksum.
+        let mut garbled = bytes.clone();
+        let mid = garbled.len() / 2;
+        garbled[mid] ^= 0x5a;
+        std::fs::write(&ema, &garbled).unwrap();
+        assert!(
+            checkpoint::verify(&newest)
+                .unwrap_err()
+                .to_string()
+                .contains("ema.bpk")
+        );
+        std::fs::write(&ema, &bytes).unwrap();
+        checkpoint::verify(&newest).unwrap();
+
+        // Another format version.
+        let state_path = newest.join(checkpoint::STATE_FILE);
+        let state = std::fs::read_to_string(&state_path).unwrap();
+        std::fs::write(
+            &state_path,
+            state.replace("format_version = 1", "format_version = 99"),
+        )
+        .unwrap();
+        let err = checkpoint::verify(&newest).unwrap_err().to_string();
+        assert!(
+            err.contains("state.toml") && err.contains("version 99"),
+            "{err}"
+        );
+        std::fs::write(&state_path, &state).unwrap();
+
+        // A changed model shape is refused, naming the key.
+        let mut wider = config.clone();
+        wider.model.base_channels = 16;
+        let err = Trainer::from_checkpoint(wider, &newest, &device)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("model.base_channels"), "{err}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn keeps_only_the_newest_checkpoints() {
+        let device = Device::flex();
+        let root = std::env::temp_dir().join(format!("ember-keep-{}", std::process::id()));
+        let mut config = tiny_config();
+        config.train.steps = 5;
+        config.train.checkpoint_every = 1;
+        config.train.keep_checkpoints = 2;
+        let run = RunDir::create(&root, &config, true).unwrap();
+        Trainer::new(config, &device)
+            .train(fixture(), Some(&run), &mut Quiet)
+            .unwrap();
+        let steps: Vec<usize> = run
+            .checkpoints()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.0)
+            .collect();
+        assert_eq!(steps, vec![5, 4]);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn non_finite_loss_skips_the_update_or_stops_the_run() {
+        let device = Device::flex();
+        let mut trainer = Trainer::new(tiny_config(), &device);
+        let before = tensors(&trainer.model);
+        let mut bad = batch(&device);
+        bad.images = bad.images.mul_scalar(f32::NAN);
+        let (loss, _) = trainer.train_step(bad, None);
+        assert!(loss.is_nan());
+        assert_eq!(trainer.step, 1, "the batch is consumed");
+        assert_eq!(tensors(&trainer.model), before, "no update from a NaN loss");
+
+        // A run that blows up stops with a clear error and leaves its last checkpoint intact.
+        let root = std::env::temp_dir().join(format!("ember-nan-{}", std::process::id()));
+        let mut config = tiny_config();
+        config.train.steps = 6;
+        config.train.checkpoint_every = 1;
+        config.train.grad_clip_norm = 0.0;
+        config.train.learning_rate = 1e30;
+        let run = RunDir::create(&root, &config, true).unwrap();
+        let err = Trainer::new(config, &device)
+            .train(fixture(), Some(&run), &mut Quiet)
+            .unwrap_err();
+        let RunError::NonFinite { step, .. } = err else {
+            panic!("expected a non-finite loss error, got {err}");
+        };
+        let latest = run.latest_checkpoint().unwrap();
+        assert_eq!(checkpoint::verify(&latest).unwrap().step, step - 1);
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

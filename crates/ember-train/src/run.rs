@@ -31,6 +31,8 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
     #[error("no checkpoint in {0}: train first (checkpoints/latest is missing)")]
     NoCheckpoint(PathBuf),
+    #[error("no usable checkpoint in {root}:\n  {reasons}")]
+    NoUsableCheckpoint { root: PathBuf, reasons: String },
     #[error("data loading failed: {0}")]
     Data(String),
     #[error(
@@ -113,6 +115,66 @@ impl RunDir {
             .join(format!("step-{step:08}_scale-{scale}.png"))
     }
 
+    /// Rewrites `config.toml` (after a resume changed a resumable key such as `train.steps`).
+    pub fn update_config(&self, config: &ExperimentConfig) -> Result<(), RunError> {
+        let header = "# Resolved config of this run, written by `ember train`: every value, defaults included.\n";
+        write_atomic(
+            &self.config_path(),
+            format!("{header}{}", config.to_toml()).as_bytes(),
+        )
+        .map_err(io(&self.config_path()))
+    }
+
+    /// Complete checkpoint folders (`step-NNNNNNNN`), newest first.
+    pub fn checkpoints(&self) -> Result<Vec<(usize, PathBuf)>, RunError> {
+        let dir = self.checkpoints_dir();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
+            let path = entry.map_err(io(&dir))?.path();
+            let step = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("step-"))
+                .and_then(|n| n.parse::<usize>().ok());
+            if let Some(step) = step
+                && path.is_dir()
+            {
+                found.push((step, path));
+            }
+        }
+        found.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(found)
+    }
+
+    /// Resumes from the newest usable checkpoint: `latest` first, then older ones. Each
+    /// checkpoint that cannot be used adds a warning naming its file and the reason.
+    pub fn resume(
+        &self,
+        config: &ExperimentConfig,
+        device: &burn::prelude::Device,
+    ) -> Result<(Trainer, Vec<String>), RunError> {
+        let mut candidates: Vec<PathBuf> = self.latest_checkpoint().into_iter().collect();
+        for (_, path) in self.checkpoints()? {
+            if !candidates.contains(&path) {
+                candidates.push(path);
+            }
+        }
+        let mut warnings = Vec::new();
+        for path in candidates {
+            match Trainer::from_checkpoint(config.clone(), &path, device) {
+                Ok(trainer) => return Ok((trainer, warnings)),
+                Err(e) => warnings.push(format!(
+                    "skipping checkpoint {}: {e}; falling back to the previous one",
+                    path.display()
+                )),
+            }
+        }
+        Err(RunError::NoUsableCheckpoint {
+            root: self.root.clone(),
+            reasons: warnings.join("\n  "),
+        })
+    }
+
     /// Writes a checkpoint into a temporary folder, renames it into place, then moves `latest`.
     pub fn save_checkpoint(&self, trainer: &Trainer) -> Result<PathBuf, RunError> {
         let dir = self.checkpoints_dir();
@@ -130,7 +192,21 @@ impl RunDir {
         std::fs::rename(&tmp, &target).map_err(io(&target))?;
         let latest = dir.join("latest");
         write_atomic(&latest, format!("{name}\n").as_bytes()).map_err(io(&latest))?;
+        self.prune(trainer.config.train.keep_checkpoints, &target)?;
         Ok(target)
+    }
+
+    /// Deletes all but the newest `keep` checkpoints (never `current`).
+    fn prune(&self, keep: usize, current: &Path) -> Result<(), RunError> {
+        if keep == 0 {
+            return Ok(());
+        }
+        for (_, path) in self.checkpoints()?.into_iter().skip(keep) {
+            if path != current {
+                std::fs::remove_dir_all(&path).map_err(io(&path))?;
+            }
+        }
+        Ok(())
     }
 
     /// The newest complete checkpoint.

@@ -48,8 +48,14 @@ enum Command {
     /// Train a model from a TOML experiment config; writes a run directory with the resolved
     /// config, checkpoints and a guided sample grid of the final EMA weights.
     Train {
-        /// Experiment config, e.g. configs/mnist.toml.
-        config: PathBuf,
+        /// Experiment config, e.g. configs/mnist.toml. With --resume it is optional (the run's
+        /// own config.toml is used) and may only change resumable keys such as train.steps.
+        #[arg(required_unless_present = "resume")]
+        config: Option<PathBuf>,
+        /// Continue the run in this directory from its newest usable checkpoint, exactly as if
+        /// it had never stopped.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["run_dir", "overwrite"])]
+        resume: Option<PathBuf>,
         /// Run directory [default: runs/<config file stem>].
         #[arg(long)]
         run_dir: Option<PathBuf>,
@@ -95,6 +101,10 @@ enum Command {
         /// Use the raw training weights instead of the EMA weights.
         #[arg(long)]
         raw: bool,
+        /// Load the weights from a safetensors file written by `ember export` instead of a
+        /// checkpoint (the run still supplies the config).
+        #[arg(long, conflicts_with_all = ["checkpoint", "raw"])]
+        weights: Option<PathBuf>,
         /// Device to sample on.
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceArg,
@@ -102,6 +112,25 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Export a checkpoint's EMA (or raw) weights as a safetensors file; tensor names are the
+    /// module paths, e.g. `class_embedding.weight` (last row = null class).
+    Export {
+        /// Run directory written by `ember train`.
+        #[arg(long)]
+        run: PathBuf,
+        /// Checkpoint folder [default: the run's latest].
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Export the raw training weights instead of the EMA weights.
+        #[arg(long)]
+        raw: bool,
+        /// Output file, e.g. model.safetensors.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Compare two safetensors weight files tensor by tensor; prints the largest absolute
+    /// difference (0 means bit-identical values).
+    Compare { a: PathBuf, b: PathBuf },
 }
 
 fn main() {
@@ -115,11 +144,48 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train {
             config,
+            resume,
             run_dir,
             overwrite,
             device,
             steps,
-        } => train(&config, run_dir, overwrite, device, steps),
+        } => match resume {
+            Some(run) => resume_training(&run, config.as_deref(), device, steps),
+            None => train(
+                &config.expect("clap requires a config without --resume"),
+                run_dir,
+                overwrite,
+                device,
+                steps,
+            ),
+        },
+        Command::Export {
+            run,
+            checkpoint,
+            raw,
+            out,
+        } => {
+            let (run_dir, config) = RunDir::open(&run)?;
+            let checkpoint = match checkpoint {
+                Some(c) => c,
+                None => run_dir.latest_checkpoint()?,
+            };
+            let weights = if raw { Weights::Raw } else { Weights::Ema };
+            let device = select_device(DeviceKind::Cpu)?;
+            let model = load_model(&config, &checkpoint, weights, &device)?;
+            let bytes = ember_model::weights::to_safetensors(&model);
+            ember_sample::grid::write_atomic(&out, &bytes)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "wrote {} ({} weights of {}, {} bytes)",
+                out.display(),
+                if raw { "raw" } else { "EMA" },
+                checkpoint.display(),
+                bytes.len()
+            );
+            Ok(())
+        }
+        Command::Compare { a, b } => compare(&a, &b),
         Command::Sample {
             run,
             guidance,
@@ -131,6 +197,7 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             checkpoint,
             raw,
+            weights: weights_file,
             device,
             out,
         } => {
@@ -158,11 +225,19 @@ fn run(cli: Cli) -> Result<()> {
             check_request(&request, &config)?;
             let weights = if raw { Weights::Raw } else { Weights::Ema };
             let device = select_device(device.into())?;
-            let checkpoint = match checkpoint {
-                Some(c) => c,
-                None => run_dir.latest_checkpoint()?,
+            let model = match weights_file {
+                Some(file) => ember_model::weights::load_safetensors(
+                    ember_model::UNetConfig::from(&config.model).init(&device, 0),
+                    &file,
+                )?,
+                None => {
+                    let checkpoint = match checkpoint {
+                        Some(c) => c,
+                        None => run_dir.latest_checkpoint()?,
+                    };
+                    load_model(&config, &checkpoint, weights, &device)?
+                }
             };
-            let model = load_model(&config, &checkpoint, weights, &device)?;
             let start = Instant::now();
             write_sample_grid(&model, &config, &request, &device, &out)?;
             println!(
@@ -227,6 +302,64 @@ fn train(
     steps: Option<usize>,
 ) -> Result<()> {
     let mut config = ExperimentConfig::load(config_path)?;
+    apply_overrides(&mut config, device, steps)?;
+    let device = select_device(config.train.device)?;
+    let dataset = load_training_data(&config, config_path)?;
+    let run_root = run_dir.unwrap_or_else(|| {
+        let stem = config_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        PathBuf::from("runs").join(stem)
+    });
+    let run = RunDir::create(&run_root, &config, overwrite)?;
+    let trainer = Trainer::new(config, &device);
+    run_training(trainer, dataset, &run, config_path)
+}
+
+/// `ember train --resume`: the run's config (or a compatible new one) and its newest usable
+/// checkpoint.
+fn resume_training(
+    run_root: &Path,
+    config_path: Option<&Path>,
+    device: Option<DeviceArg>,
+    steps: Option<usize>,
+) -> Result<()> {
+    let (run, saved) = RunDir::open(run_root)?;
+    let mut config = match config_path {
+        Some(path) => {
+            let new = ExperimentConfig::load(path)?;
+            let changed = saved.fixed_keys_changed(&new);
+            if !changed.is_empty() {
+                bail!(
+                    "{} cannot resume {}: it changes {}, which cannot change mid-run (only {} can)",
+                    path.display(),
+                    run_root.display(),
+                    changed.join(", "),
+                    ember_config::RESUMABLE_KEYS.join(", ")
+                );
+            }
+            new
+        }
+        None => saved,
+    };
+    apply_overrides(&mut config, device, steps)?;
+    let device = select_device(config.train.device)?;
+    let dataset = load_training_data(&config, &run.config_path())?;
+    let (trainer, warnings) = run.resume(&config, &device)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    run.update_config(&config)?;
+    println!("resuming {} at step {}", run.root().display(), trainer.step);
+    run_training(trainer, dataset, &run, &run.config_path())
+}
+
+fn apply_overrides(
+    config: &mut ExperimentConfig,
+    device: Option<DeviceArg>,
+    steps: Option<usize>,
+) -> Result<()> {
     if let Some(d) = device {
         config.train.device = d.into();
     }
@@ -236,7 +369,10 @@ fn train(
         }
         config.train.steps = s;
     }
-    let device = select_device(config.train.device)?;
+    Ok(())
+}
+
+fn load_training_data(config: &ExperimentConfig, config_path: &Path) -> Result<ImageDataset> {
     let root = config.data.resolved_root();
     let dataset = ImageDataset::load(
         &root,
@@ -253,18 +389,22 @@ fn train(
             root.display()
         );
     }
-    let run_root = run_dir.unwrap_or_else(|| {
-        let stem = config_path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "run".into());
-        PathBuf::from("runs").join(stem)
-    });
-    let run = RunDir::create(&run_root, &config, overwrite)?;
+    Ok(dataset)
+}
+
+/// Trains to `train.steps`, then writes the guided grid of the EMA weights.
+fn run_training(
+    mut trainer: Trainer,
+    dataset: ImageDataset,
+    run: &RunDir,
+    config_path: &Path,
+) -> Result<()> {
+    let config = trainer.config.clone();
+    let device = trainer.device().clone();
     println!(
         "training {} on {} ({} images) for {} steps, batch {}, device {:?}; run directory {}",
         config_path.display(),
-        root.display(),
+        config.data.resolved_root().display(),
         burn::data::dataset::Dataset::len(&dataset),
         config.train.steps,
         config.train.batch_size,
@@ -272,10 +412,9 @@ fn train(
         run.root().display()
     );
 
-    let mut trainer = Trainer::new(config.clone(), &device);
     let mut progress = ProgressLines::new(config.train.log_every);
     let summary = trainer
-        .train(dataset, Some(&run), &mut progress)
+        .train(dataset, Some(run), &mut progress)
         .context("training stopped")?;
     println!(
         "trained {} steps in {} ({:.1} img/s), final loss {:.4}",
@@ -294,6 +433,51 @@ fn train(
         request.guidance_scale,
         out.display(),
         start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn compare(a: &Path, b: &Path) -> Result<()> {
+    use ember_model::weights::parse_safetensors;
+    let read = |p: &Path| -> Result<_> {
+        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        Ok(parse_safetensors(&bytes, p)?)
+    };
+    let (ta, tb) = (read(a)?, read(b)?);
+    if ta.keys().ne(tb.keys()) {
+        bail!(
+            "{} and {} hold different tensor names",
+            a.display(),
+            b.display()
+        );
+    }
+    let mut max_diff = 0f32;
+    let mut worst = String::new();
+    for (name, (shape_a, va)) in &ta {
+        let (shape_b, vb) = &tb[name];
+        if shape_a != shape_b {
+            bail!(
+                "tensor `{name}`: shape {shape_a:?} in {}, {shape_b:?} in {}",
+                a.display(),
+                b.display()
+            );
+        }
+        for (x, y) in va.iter().zip(vb) {
+            let d = (x - y).abs();
+            if d > max_diff || d.is_nan() {
+                max_diff = d;
+                worst = name.clone();
+            }
+        }
+    }
+    println!("tensors: {}", ta.len());
+    println!(
+        "max abs difference: {max_diff:e}{}",
+        if worst.is_empty() {
+            String::new()
+        } else {
+            format!(" (in {worst})")
+        }
     );
     Ok(())
 }

@@ -34,7 +34,12 @@ fn retain_nvptx_matrix_forms(props: &mut DeviceProperties) {
     let tf32 = ElemType::Float(FloatKind::TF32);
     let f32 = ElemType::Float(FloatKind::F32);
     let i32 = ElemType::Int(IntKind::I32);
-    let is_byte = |ty: ElemType| matches!(ty, ElemType::Int(IntKind::I8) | ElemType::UInt(UIntKind::U8));
+    let is_byte = |ty: ElemType| {
+        matches!(
+            ty,
+            ElemType::Int(IntKind::I8) | ElemType::UInt(UIntKind::U8)
+        )
+    };
 
     let matmul = &mut props.features.matmul;
 
@@ -96,4 +101,95 @@ fn remove_unlowered_features(props: &mut DeviceProperties) {
     types.complex.clear();
     types.elem.remove(&ElemType::Complex(ComplexKind::C32));
     types.elem.remove(&ElemType::Complex(ComplexKind::C64));
+}
+
+#[cfg(all(test, feature = "nvptx"))]
+mod tests {
+    use super::*;
+    use cubecl_core::ir::features::{Features, MmaConfig};
+    use cubecl_core::ir::{DeviceIdentity, HardwareProperties, MemoryDeviceProperties, VectorSize};
+
+    fn props() -> DeviceProperties {
+        let hardware = HardwareProperties {
+            load_width: 128,
+            vector_register_count: None,
+            plane_size_min: 32,
+            plane_size_max: 32,
+            max_bindings: 32,
+            max_shared_memory_size: 65536,
+            max_cube_count: (u32::MAX, u16::MAX as u32, u16::MAX as u32),
+            max_units_per_cube: 1024,
+            max_cube_dim: (1024, 1024, 1024),
+            num_streaming_multiprocessors: None,
+            num_tensor_cores: Some(4),
+            min_tensor_cores_dim: Some(16),
+            num_cpu_cores: None,
+            last_level_cache_size: None,
+            max_vector_size: VectorSize::MAX,
+            cube_mma_reserved_shared_memory: 0,
+        };
+        DeviceProperties::new(
+            Features::default(),
+            MemoryDeviceProperties::new(u64::MAX, 256),
+            hardware,
+            cubecl_core::profile::TimingMethod::Device,
+            DeviceIdentity {
+                name: "test".to_string(),
+                fingerprint: "test".to_string(),
+                physical: None,
+            },
+        )
+    }
+
+    fn cfg(a: ElemType, cd: ElemType, m: u32, n: u32, k: u32) -> MmaConfig {
+        MmaConfig {
+            a_type: a,
+            b_type: a,
+            cd_type: cd,
+            m,
+            n,
+            k,
+        }
+    }
+
+    #[test]
+    fn tf32_keeps_only_the_nvvm_shapes() {
+        let tf32 = ElemType::Float(FloatKind::TF32);
+        let f32 = ElemType::Float(FloatKind::F32);
+        let forms = [(16, 16, 8), (16, 8, 4), (16, 8, 8), (16, 8, 16)]
+            .map(|(m, n, k)| cfg(tf32, f32, m, n, k));
+        let mut p = props();
+        p.features.matmul.cmma.extend(forms);
+        p.features.matmul.mma.extend(forms);
+        restrict_features(&mut p, GpuTarget::Nvptx);
+        assert_eq!(p.features.matmul.cmma.len(), 1);
+        assert!(p.features.matmul.cmma.contains(&cfg(tf32, f32, 16, 16, 8)));
+        assert_eq!(p.features.matmul.mma.len(), 2);
+        assert!(p.features.matmul.mma.contains(&cfg(tf32, f32, 16, 8, 4)));
+        assert!(p.features.matmul.mma.contains(&cfg(tf32, f32, 16, 8, 8)));
+        assert_eq!(p.hardware.num_tensor_cores, Some(4));
+    }
+
+    #[test]
+    fn bf16_keeps_f32_accumulators_and_no_forms_drops_tensor_cores() {
+        let bf16 = ElemType::Float(FloatKind::BF16);
+        let f32 = ElemType::Float(FloatKind::F32);
+        let mut p = props();
+        p.features
+            .matmul
+            .cmma
+            .extend([cfg(bf16, f32, 16, 16, 16), cfg(bf16, bf16, 16, 16, 16)]);
+        p.features
+            .matmul
+            .mma
+            .extend([cfg(bf16, f32, 16, 8, 16), cfg(bf16, bf16, 16, 8, 16)]);
+        restrict_features(&mut p, GpuTarget::Nvptx);
+        assert_eq!(p.features.matmul.cmma.len(), 1);
+        assert_eq!(p.features.matmul.mma.len(), 1);
+
+        let mut empty = props();
+        restrict_features(&mut empty, GpuTarget::Nvptx);
+        assert_eq!(empty.hardware.num_tensor_cores, None);
+        assert_eq!(empty.hardware.min_tensor_cores_dim, None);
+    }
 }

@@ -76,9 +76,11 @@ pub enum PlironArtifact {
 
 impl core::fmt::Display for PlironArtifact {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
+        // `*self` and `ref`: without `nvptx` the enum is empty, and only a place of the enum
+        // type itself (not a reference to it) can be matched with no arms.
+        match *self {
             #[cfg(feature = "nvptx")]
-            PlironArtifact::NvptxCode(module) => f.write_str(&module.ir),
+            PlironArtifact::NvptxCode(ref module) => f.write_str(&module.ir),
         }
     }
 }
@@ -88,9 +90,9 @@ impl Compiler for PlironCompiler {
     type CompilationOptions = PlironOptions;
 
     fn buffer_io(repr: &Self::Representation) -> Option<Vec<BufferIOAttr>> {
-        match repr {
+        match *repr {
             #[cfg(feature = "nvptx")]
-            PlironArtifact::NvptxCode(module) => Some(module.io.clone()),
+            PlironArtifact::NvptxCode(ref module) => Some(module.io.clone()),
         }
     }
 
