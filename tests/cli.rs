@@ -94,7 +94,13 @@ fn smoke_config_trains_checkpoints_and_samples() {
     assert_eq!(resolved.train.steps, 4);
     let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
     assert_eq!(latest.trim(), "step-00000004");
-    for file in ["model.bpk", "ema.bpk", "optimizer.bpk", "state.toml"] {
+    for file in [
+        "model.bpk",
+        "ema.bpk",
+        "optimizer.bpk",
+        "config.toml",
+        "state.toml",
+    ] {
         assert!(
             run.join("checkpoints/step-00000004").join(file).is_file(),
             "{file}"
@@ -145,6 +151,58 @@ fn smoke_config_trains_checkpoints_and_samples() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(read_png(&again).unwrap(), grid);
+
+    // Exported EMA weights give exactly the grid the checkpoint gives.
+    let weights = dir.join("ema.safetensors");
+    let out = ember(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        weights.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let from_file = dir.join("from-file.png");
+    let out = ember(&[
+        "sample",
+        "--run",
+        run.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--guidance",
+        "2",
+        "--class",
+        "3,7",
+        "--per-class",
+        "3",
+        "--steps",
+        "3",
+        "--out",
+        from_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(read_png(&from_file).unwrap(), grid);
+
+    // Resuming with a changed model shape is refused by key; more steps are fine.
+    let mut wider = ExperimentConfig::load(&config).unwrap();
+    wider.model.base_channels = 16;
+    let wider_path = dir.join("wider.toml");
+    std::fs::write(&wider_path, wider.to_toml()).unwrap();
+    let out = ember(&[
+        "train",
+        wider_path.to_str().unwrap(),
+        "--resume",
+        run.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("model.base_channels"), "{}", text(&out));
+    let out = ember(&["train", "--resume", run.to_str().unwrap(), "--steps", "6"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("at step 4") && text(&out).contains("step      6/6"),
+        "{}",
+        text(&out)
+    );
 
     // A second train into the same directory is refused rather than clobbering the run.
     let out = ember(&[
