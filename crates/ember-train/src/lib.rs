@@ -39,7 +39,7 @@ pub struct StepReport {
 /// Receives progress; the CLI prints it, tests collect it.
 pub trait TrainingObserver {
     fn on_step(&mut self, report: &StepReport);
-    fn on_checkpoint(&mut self, _step: usize, _path: &std::path::Path) {}
+    fn on_checkpoint(&mut self, _step: usize, _path: &std::path::Path, _seconds: f64) {}
     fn on_warning(&mut self, message: &str) {
         eprintln!("warning: {message}");
     }
@@ -84,8 +84,21 @@ impl TrainingObserver for ProgressLines {
         }
     }
 
-    fn on_checkpoint(&mut self, step: usize, path: &std::path::Path) {
-        println!("checkpoint at step {step}: {}", path.display());
+    fn on_checkpoint(&mut self, step: usize, path: &std::path::Path, seconds: f64) {
+        let bytes: u64 = std::fs::read_dir(path)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        println!(
+            "checkpoint at step {step}: {} ({:.1} MB, written in {:.0} ms)",
+            path.display(),
+            bytes as f64 / 1e6,
+            seconds * 1e3
+        );
     }
 }
 
@@ -323,8 +336,9 @@ impl Trainer {
                 if let Some(run) = run
                     && (periodic || self.step == t.steps)
                 {
+                    let started = Instant::now();
                     let path = run.save_checkpoint(self)?;
-                    observer.on_checkpoint(self.step, &path);
+                    observer.on_checkpoint(self.step, &path, started.elapsed().as_secs_f64());
                 }
                 if self.step >= t.steps {
                     break;
