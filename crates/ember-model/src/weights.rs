@@ -80,7 +80,7 @@ pub fn to_safetensors(model: &UNet) -> Vec<u8> {
     }
     let mut header = serde_json::to_vec(&serde_json::Value::Object(header)).expect("json");
     // Pad the header with spaces so the data starts 8-byte aligned, as the format recommends.
-    while (8 + header.len()) % 8 != 0 {
+    while !(8 + header.len()).is_multiple_of(8) {
         header.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + header.len() + offset);

@@ -51,6 +51,7 @@ fn main() {
         config.train.batch_size
     );
     println!("{:<10} {:>10}", "backend", "images/s");
+    #[allow(unused_mut)] // only the ndarray feature adds a second backend
     let mut backends = vec![("flex", Device::flex())];
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)] // measuring the deprecated backend is the point

@@ -142,7 +142,7 @@ impl RunDir {
                 found.push((step, path));
             }
         }
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|c| std::cmp::Reverse(c.0));
         Ok(found)
     }
 
