@@ -61,6 +61,27 @@ fn smoke_config(dir: &Path, data_root: &Path) -> PathBuf {
     path
 }
 
+/// `ember sample` of classes 3 and 7, three each, scale 2, three steps, plus `extra` flags.
+fn sample_two_classes(run: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "sample",
+        "--run",
+        run.to_str().unwrap(),
+        "--guidance",
+        "2",
+        "--class",
+        "3,7",
+        "--per-class",
+        "3",
+        "--steps",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ember(&args)
+}
+
 fn grid_size(rows: usize, cols: usize, side: usize) -> (usize, usize) {
     let p = GRID_PADDING;
     (cols * (side + p) + p, rows * (side + p) + p)
@@ -113,42 +134,14 @@ fn smoke_config_trains_checkpoints_and_samples() {
 
     // Sampling two classes from the run: one row each.
     let png = dir.join("two.png");
-    let out = ember(&[
-        "sample",
-        "--run",
-        run.to_str().unwrap(),
-        "--guidance",
-        "2",
-        "--class",
-        "3,7",
-        "--per-class",
-        "3",
-        "--steps",
-        "3",
-        "--out",
-        png.to_str().unwrap(),
-    ]);
+    let out = sample_two_classes(&run, &png, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let grid = read_png(&png).unwrap();
     assert_eq!((grid.width, grid.height), grid_size(2, 3, 28));
 
     // Same seed, same request: the same grid (deterministic DDIM, eta 0).
     let again = dir.join("again.png");
-    let out = ember(&[
-        "sample",
-        "--run",
-        run.to_str().unwrap(),
-        "--guidance",
-        "2",
-        "--class",
-        "3,7",
-        "--per-class",
-        "3",
-        "--steps",
-        "3",
-        "--out",
-        again.to_str().unwrap(),
-    ]);
+    let out = sample_two_classes(&run, &again, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(read_png(&again).unwrap(), grid);
 
@@ -163,23 +156,7 @@ fn smoke_config_trains_checkpoints_and_samples() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let from_file = dir.join("from-file.png");
-    let out = ember(&[
-        "sample",
-        "--run",
-        run.to_str().unwrap(),
-        "--weights",
-        weights.to_str().unwrap(),
-        "--guidance",
-        "2",
-        "--class",
-        "3,7",
-        "--per-class",
-        "3",
-        "--steps",
-        "3",
-        "--out",
-        from_file.to_str().unwrap(),
-    ]);
+    let out = sample_two_classes(&run, &from_file, &["--weights", weights.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(read_png(&from_file).unwrap(), grid);
 

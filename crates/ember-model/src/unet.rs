@@ -432,14 +432,15 @@ impl SelfAttention {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn tiny() -> UNetConfig {
+    /// A two-level, 3-class test network of width `base`.
+    pub(crate) fn tiny_width(base: usize) -> UNetConfig {
         UNetConfig {
             num_classes: 3,
             image_channels: 1,
-            base_channels: 8,
+            base_channels: base,
             channel_mults: vec![1, 2],
             blocks_per_level: 1,
             attention_levels: vec![1],
@@ -447,6 +448,10 @@ mod tests {
             norm_groups: 4,
             dropout: 0.0,
         }
+    }
+
+    fn tiny() -> UNetConfig {
+        tiny_width(8)
     }
 
     #[test]

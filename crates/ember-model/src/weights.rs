@@ -232,21 +232,7 @@ impl ModuleMapper for Assign<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::UNetConfig;
-
-    fn tiny(base: usize) -> UNetConfig {
-        UNetConfig {
-            num_classes: 3,
-            image_channels: 1,
-            base_channels: base,
-            channel_mults: vec![1, 2],
-            blocks_per_level: 1,
-            attention_levels: vec![1],
-            attention_heads: 2,
-            norm_groups: 4,
-            dropout: 0.0,
-        }
-    }
+    use crate::unet::tests::tiny_width as tiny;
 
     #[test]
     fn round_trip_is_exact_and_names_are_module_paths() {
