@@ -75,12 +75,7 @@ impl RunDir {
         }
         std::fs::create_dir_all(run.checkpoints_dir()).map_err(io(root))?;
         std::fs::create_dir_all(run.samples_dir()).map_err(io(root))?;
-        let header = "# Resolved config of this run, written by `ember train`: every value, defaults included.\n";
-        write_atomic(
-            &run.config_path(),
-            format!("{header}{}", config.to_toml()).as_bytes(),
-        )
-        .map_err(io(&run.config_path()))?;
+        run.update_config(config)?;
         Ok(run)
     }
 
@@ -115,7 +110,8 @@ impl RunDir {
             .join(format!("step-{step:08}_scale-{scale}.png"))
     }
 
-    /// Rewrites `config.toml` (after a resume changed a resumable key such as `train.steps`).
+    /// Writes `config.toml`, atomically: at creation, and after a resume changed a resumable key
+    /// such as `train.steps`.
     pub fn update_config(&self, config: &ExperimentConfig) -> Result<(), RunError> {
         let header = "# Resolved config of this run, written by `ember train`: every value, defaults included.\n";
         write_atomic(
