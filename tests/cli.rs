@@ -16,6 +16,16 @@ fn ember(args: &[&str]) -> Output {
         .expect("ember runs")
 }
 
+/// `ember train CONFIG --run-dir RUN`.
+fn train(config: &Path, run: &Path) -> Output {
+    ember(&[
+        "train",
+        config.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ])
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -96,12 +106,7 @@ fn smoke_config_trains_checkpoints_and_samples() {
     let config = smoke_config(&dir, &data);
     let run = dir.join("run");
 
-    let out = ember(&[
-        "train",
-        config.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-    ]);
+    let out = train(&config, &run);
     assert!(out.status.success(), "{}", text(&out));
     let log = text(&out);
     assert!(
@@ -182,12 +187,7 @@ fn smoke_config_trains_checkpoints_and_samples() {
     );
 
     // A second train into the same directory is refused rather than clobbering the run.
-    let out = ember(&[
-        "train",
-        config.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-    ]);
+    let out = train(&config, &run);
     assert!(!out.status.success());
     assert!(text(&out).contains("already holds a run"), "{}", text(&out));
 
@@ -199,12 +199,7 @@ fn unknown_config_key_is_rejected_by_name_with_non_zero_exit() {
     let dir = workdir("badkey");
     let config = dir.join("bad.toml");
     std::fs::write(&config, "[train]\nsteps = 3\nlearning_rat = 0.1\n").unwrap();
-    let out = ember(&[
-        "train",
-        config.to_str().unwrap(),
-        "--run-dir",
-        dir.join("run").to_str().unwrap(),
-    ]);
+    let out = train(&config, &dir.join("run"));
     assert!(!out.status.success());
     let msg = text(&out);
     assert!(
@@ -228,12 +223,7 @@ fn truncated_dataset_file_is_named_in_the_error() {
     let bytes = std::fs::read(&images).unwrap();
     std::fs::write(&images, &bytes[..bytes.len() - 100]).unwrap();
     let config = smoke_config(&dir, &data);
-    let out = ember(&[
-        "train",
-        config.to_str().unwrap(),
-        "--run-dir",
-        dir.join("run").to_str().unwrap(),
-    ]);
+    let out = train(&config, &dir.join("run"));
     assert!(!out.status.success());
     let msg = text(&out);
     assert!(

@@ -9,4 +9,4 @@ pub mod weights;
 
 pub use loss::epsilon_mse;
 pub use schedule::NoiseSchedule;
-pub use unet::{UNet, UNetConfig, null_class, with_backend_rng};
+pub use unet::{UNet, UNetConfig, labels_tensor, null_class, with_backend_rng};

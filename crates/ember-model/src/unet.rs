@@ -272,6 +272,12 @@ impl UNet {
     }
 }
 
+/// Class indices (null class included) as the `Int` tensor [`UNet::forward`] takes.
+pub fn labels_tensor(labels: &[usize], device: &Device) -> Tensor<1, Int> {
+    let data: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    Tensor::from_data(TensorData::new(data, [labels.len()]), device)
+}
+
 /// Index of the null-class row for a model with `num_classes` real classes.
 pub fn null_class(num_classes: usize) -> usize {
     num_classes

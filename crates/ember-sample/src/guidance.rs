@@ -6,7 +6,7 @@
 //! prompting): `eps = eps_neg + s * (eps_cond - eps_neg)`.
 
 use burn::prelude::*;
-use ember_model::UNet;
+use ember_model::{UNet, labels_tensor};
 
 /// Anything that predicts the noise of a batch at one timestep; what samplers call.
 pub trait EpsModel {
@@ -48,12 +48,6 @@ impl<'a> ClassifierFreeGuidance<'a> {
             scale,
         }
     }
-}
-
-/// Class indices as an Int tensor.
-pub fn labels_tensor(labels: &[usize], device: &Device) -> Tensor<1, Int> {
-    let data: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
-    Tensor::from_data(TensorData::new(data, [labels.len()]), device)
 }
 
 fn timesteps_tensor(timestep: usize, batch: usize, device: &Device) -> Tensor<1> {

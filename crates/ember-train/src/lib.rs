@@ -244,7 +244,7 @@ impl Trainer {
         let x_t = self.schedule.add_noise(x0, noise.clone(), &timesteps); // [b, c, h, w]
         let t: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
         let t = Tensor::<1>::from_data(TensorData::new(t, [b]), &train_device);
-        let labels = ember_sample::guidance::labels_tensor(&labels, &train_device);
+        let labels = ember_model::labels_tensor(&labels, &train_device);
         // Dropout layers draw from the backend RNG: seed it for this step (see with_backend_rng).
         let predicted = if self.config.model.dropout > 0.0 {
             let dropout_seed = derive_seed(seed, Stream::DropoutLayers, step);
@@ -482,6 +482,23 @@ mod tests {
         fn on_step(&mut self, _: &StepReport) {}
     }
 
+    fn temp_root(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("ember-{name}-{}", std::process::id()))
+    }
+
+    /// Trains `config` on the fixture into a fresh run directory at `dir`.
+    fn train_into(
+        dir: &std::path::Path,
+        config: &ExperimentConfig,
+    ) -> (RunDir, Result<Trainer, RunError>) {
+        let run = RunDir::create(dir, config, true).unwrap();
+        let mut trainer = Trainer::new(config.clone(), &Device::flex());
+        let result = trainer
+            .train(fixture(), Some(&run), &mut Quiet)
+            .map(|_| trainer);
+        (run, result)
+    }
+
     fn tensors(model: &UNet) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         ember_model::weights::named_tensors(model)
     }
@@ -499,7 +516,7 @@ mod tests {
     #[test]
     fn stop_and_resume_is_bit_identical_to_an_uninterrupted_run() {
         let device = Device::flex();
-        let root = std::env::temp_dir().join(format!("ember-resume-{}", std::process::id()));
+        let root = temp_root("resume");
         let mut config = tiny_config();
         config.train.steps = 7;
         config.train.checkpoint_every = 2;
@@ -507,17 +524,13 @@ mod tests {
         config.model.dropout = 0.1;
 
         // One go.
-        let run_a = RunDir::create(&root.join("a"), &config, true).unwrap();
-        let mut a = Trainer::new(config.clone(), &device);
-        a.train(fixture(), Some(&run_a), &mut Quiet).unwrap();
+        let mut a = train_into(&root.join("a"), &config).1.unwrap();
 
         // Stop after 4 steps (mid-epoch), resume from the run directory, finish.
         let mut short = config.clone();
         short.train.steps = 4;
-        let run_b = RunDir::create(&root.join("b"), &short, true).unwrap();
-        Trainer::new(short, &device)
-            .train(fixture(), Some(&run_b), &mut Quiet)
-            .unwrap();
+        let (run_b, first_half) = train_into(&root.join("b"), &short);
+        first_half.unwrap();
         let (mut b, warnings) = run_b.resume(&config, &device).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(b.step, 4);
@@ -539,8 +552,8 @@ mod tests {
         let (lb, _) = b.train_step(batch(&device), None);
         assert_eq!(la, lb);
         assert_eq!(
-            tensors(&a.model),
-            tensors(&b.model),
+            differing(&a.model, &b.model),
+            Vec::<String>::new(),
             "optimizer state differs"
         );
         std::fs::remove_dir_all(root).unwrap();
@@ -549,14 +562,12 @@ mod tests {
     #[test]
     fn corrupted_checkpoints_are_named_and_resume_falls_back() {
         let device = Device::flex();
-        let root = std::env::temp_dir().join(format!("ember-corrupt-{}", std::process::id()));
+        let root = temp_root("corrupt");
         let mut config = tiny_config();
         config.train.steps = 4;
         config.train.checkpoint_every = 2;
-        let run = RunDir::create(&root, &config, true).unwrap();
-        Trainer::new(config.clone(), &device)
-            .train(fixture(), Some(&run), &mut Quiet)
-            .unwrap();
+        let (run, trained) = train_into(&root, &config);
+        trained.unwrap();
         let newest = run.latest_checkpoint().unwrap();
         let ema = newest.join(checkpoint::EMA_FILE);
         let bytes = std::fs::read(&ema).unwrap();
@@ -615,16 +626,13 @@ mod tests {
 
     #[test]
     fn keeps_only_the_newest_checkpoints() {
-        let device = Device::flex();
-        let root = std::env::temp_dir().join(format!("ember-keep-{}", std::process::id()));
+        let root = temp_root("keep");
         let mut config = tiny_config();
         config.train.steps = 5;
         config.train.checkpoint_every = 1;
         config.train.keep_checkpoints = 2;
-        let run = RunDir::create(&root, &config, true).unwrap();
-        Trainer::new(config, &device)
-            .train(fixture(), Some(&run), &mut Quiet)
-            .unwrap();
+        let (run, trained) = train_into(&root, &config);
+        trained.unwrap();
         let steps: Vec<usize> = run
             .checkpoints()
             .unwrap()
@@ -648,16 +656,16 @@ mod tests {
         assert_eq!(tensors(&trainer.model), before, "no update from a NaN loss");
 
         // A run that blows up stops with a clear error and leaves its last checkpoint intact.
-        let root = std::env::temp_dir().join(format!("ember-nan-{}", std::process::id()));
+        let root = temp_root("nan");
         let mut config = tiny_config();
         config.train.steps = 6;
         config.train.checkpoint_every = 1;
         config.train.grad_clip_norm = 0.0;
         config.train.learning_rate = 1e30;
-        let run = RunDir::create(&root, &config, true).unwrap();
-        let err = Trainer::new(config, &device)
-            .train(fixture(), Some(&run), &mut Quiet)
-            .unwrap_err();
+        let (run, result) = train_into(&root, &config);
+        let Err(err) = result else {
+            panic!("a run with learning rate 1e30 should not finish");
+        };
         let RunError::NonFinite { step, .. } = err else {
             panic!("expected a non-finite loss error, got {err}");
         };
