@@ -1,0 +1,244 @@
+//! The per-step training history of a run, `metrics.csv`: what the loss curve is drawn from
+//! and what a resumed run continues. A resume first cuts the file back to the checkpoint's
+//! step, so the steps a killed run took after its last checkpoint are not counted twice.
+
+use crate::{MonitorError, StepReport};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const HEADER: &str =
+    "step,loss,smoothed_loss,learning_rate,grad_norm,images_per_second,elapsed_seconds";
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRow {
+    pub step: usize,
+    pub loss: f64,
+    pub smoothed_loss: f64,
+    pub learning_rate: f64,
+    pub grad_norm: f64,
+    pub images_per_second: f64,
+    pub elapsed_seconds: f64,
+}
+
+impl HistoryRow {
+    fn to_csv(&self) -> String {
+        format!(
+            "{},{},{},{},{},{},{}",
+            self.step,
+            self.loss,
+            self.smoothed_loss,
+            self.learning_rate,
+            self.grad_norm,
+            self.images_per_second,
+            self.elapsed_seconds
+        )
+    }
+
+    fn parse(line: &str) -> Option<Self> {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 7 {
+            return None;
+        }
+        let num = |i: usize| f[i].parse::<f64>().ok();
+        Some(Self {
+            step: f[0].parse().ok()?,
+            loss: num(1)?,
+            smoothed_loss: num(2)?,
+            learning_rate: num(3)?,
+            grad_norm: num(4)?,
+            images_per_second: num(5)?,
+            elapsed_seconds: num(6)?,
+        })
+    }
+}
+
+/// An exponential moving average of the loss with the start-up bias removed (as in Adam and
+/// TensorBoard's own smoothing), so the first steps are not pulled towards zero. Non-finite
+/// losses (skipped batches) leave it unchanged.
+#[derive(Debug, Clone)]
+pub struct Smoother {
+    decay: f64,
+    average: f64,
+    weight: f64,
+}
+
+impl Smoother {
+    pub fn new(decay: f64) -> Self {
+        Self {
+            decay,
+            average: 0.0,
+            weight: 0.0,
+        }
+    }
+
+    pub fn update(&mut self, value: f64) -> f64 {
+        if value.is_finite() {
+            self.average = self.decay * self.average + (1.0 - self.decay) * value;
+            self.weight = self.decay * self.weight + (1.0 - self.decay);
+        }
+        self.value()
+    }
+
+    pub fn value(&self) -> f64 {
+        if self.weight > 0.0 {
+            self.average / self.weight
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// `metrics.csv` of a run, open for appending.
+pub struct History {
+    path: PathBuf,
+    file: std::fs::File,
+    rows: Vec<HistoryRow>,
+    smoother: Smoother,
+}
+
+impl History {
+    /// Opens (or creates) the history and keeps only the rows up to `resume_step`; a fresh run
+    /// passes 0. The smoothed loss carries on from the kept rows.
+    pub fn open(path: &Path, resume_step: usize, smoothing: f64) -> Result<Self, MonitorError> {
+        let io = |source| MonitorError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut rows = Vec::new();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                for (i, line) in text.lines().enumerate().skip(1) {
+                    match HistoryRow::parse(line) {
+                        Some(row) if row.step <= resume_step => rows.push(row),
+                        Some(_) => {}
+                        // A run killed mid-write leaves a partial last line; anything else is
+                        // damage worth reporting.
+                        None if i + 1 == text.lines().count() => {}
+                        None => {
+                            return Err(MonitorError::Format {
+                                path: path.to_path_buf(),
+                                message: format!("line {}: expected {HEADER}", i + 1),
+                            });
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let mut smoother = Smoother::new(smoothing);
+        for row in &rows {
+            smoother.update(row.loss);
+        }
+        // Rewrite the kept rows atomically, then append to that file.
+        let mut text = format!("{HEADER}\n");
+        for row in &rows {
+            text.push_str(&row.to_csv());
+            text.push('\n');
+        }
+        ember_sample::grid::write_atomic(path, text.as_bytes()).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            rows,
+            smoother,
+        })
+    }
+
+    /// Appends one step; returns its row (with the smoothed loss).
+    pub fn record(&mut self, r: &StepReport) -> Result<&HistoryRow, MonitorError> {
+        let row = HistoryRow {
+            step: r.step,
+            loss: r.loss,
+            smoothed_loss: self.smoother.update(r.loss),
+            learning_rate: r.learning_rate,
+            grad_norm: r.grad_norm,
+            images_per_second: r.images_per_second,
+            elapsed_seconds: r.elapsed_seconds,
+        };
+        writeln!(self.file, "{}", row.to_csv()).map_err(|source| MonitorError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.rows.push(row);
+        Ok(self.rows.last().unwrap())
+    }
+
+    pub fn rows(&self) -> &[HistoryRow] {
+        &self.rows
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(step: usize, loss: f64) -> StepReport {
+        StepReport {
+            step,
+            total_steps: 10,
+            epoch: 0,
+            loss,
+            learning_rate: 1e-3,
+            grad_norm: 1.0,
+            images_per_second: 10.0,
+            elapsed_seconds: step as f64,
+            start_step: 0,
+        }
+    }
+
+    #[test]
+    fn smoothing_is_unbiased_and_skips_non_finite_losses() {
+        let mut s = Smoother::new(0.9);
+        assert_eq!(s.update(2.0), 2.0, "first value is the average, not 0.2");
+        assert_eq!(s.update(f64::NAN), 2.0);
+        let v = s.update(1.0);
+        // (0.9 * 0.1 * 2 + 0.1 * 1) / (0.9 * 0.1 + 0.1)
+        assert!((v - (0.18 + 0.1) / 0.19).abs() < 1e-12, "{v}");
+    }
+
+    #[test]
+    fn resume_cuts_back_to_the_checkpoint_and_continues_the_average() {
+        let path = std::env::temp_dir().join(format!("ember-history-{}.csv", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut straight = History::open(&path, 0, 0.9).unwrap();
+        for step in 1..=6 {
+            straight.record(&report(step, step as f64)).unwrap();
+        }
+        let expected = straight.rows().to_vec();
+        drop(straight);
+
+        // A run killed after step 6 whose last checkpoint was at step 4, plus a torn line.
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("7,0.5,0.");
+        std::fs::write(&path, text).unwrap();
+        let mut resumed = History::open(&path, 4, 0.9).unwrap();
+        assert_eq!(resumed.rows(), &expected[..4]);
+        resumed.record(&report(5, 5.0)).unwrap();
+        resumed.record(&report(6, 6.0)).unwrap();
+        assert_eq!(resumed.rows(), &expected[..]);
+        drop(resumed);
+        let reread = History::open(&path, usize::MAX, 0.9).unwrap();
+        assert_eq!(reread.rows(), &expected[..]);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_line_in_the_middle_is_an_error_naming_it() {
+        let path =
+            std::env::temp_dir().join(format!("ember-history-bad-{}.csv", std::process::id()));
+        std::fs::write(&path, format!("{HEADER}\n1,x,1,1,1,1,1\n2,1,1,1,1,1,1\n")).unwrap();
+        let err = History::open(&path, 10, 0.9).err().unwrap().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}
