@@ -1,0 +1,726 @@
+//! The domain classifier: a small LeNet-style conv net trained on the real training set. Its
+//! logits say which class a sample looks like (the class accuracy of `ember eval`) and its
+//! penultimate layer (`feature_dim` wide, after ReLU) is the feature space of the Fréchet
+//! distance, precision/recall and diversity.
+//!
+//! A saved classifier is a folder:
+//!
+//! ```text
+//! classifier/
+//!   classifier.bpk    the weights (Burn burnpack)
+//!   classifier.toml   ClassifierMeta: dataset fingerprint, test accuracy, shape, settings
+//! ```
+//!
+//! The fingerprint is a hash of the training split's two IDX files, so a classifier is never
+//! silently used to score samples of a model trained on other data.
+
+use crate::FeatureExtractor;
+use burn::module::{ModuleVisitor, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::loss::CrossEntropyLoss;
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use ember_config::{ClassifierConfig, DatasetKind};
+use ember_data::{ImageDataset, Split, pixel_to_unit};
+use ember_model::rng::{Rng, Stream, derive_seed};
+use ember_model::with_backend_rng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const WEIGHTS_FILE: &str = "classifier.bpk";
+pub const META_FILE: &str = "classifier.toml";
+/// Bumped whenever the network or the folder layout changes; other versions are refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifierError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "no classifier in {dir} ({file} is missing); train one with `ember classifier train --config {config}`"
+    )]
+    Missing {
+        dir: PathBuf,
+        file: &'static str,
+        config: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    /// The classifier was trained on other data (the message names both fingerprints and the
+    /// command that retrains it).
+    #[error("{0}")]
+    FingerprintMismatch(String),
+    #[error("{0}")]
+    Data(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClassifierError + '_ {
+    move |source| ClassifierError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// 64-bit FNV-1a, fed incrementally.
+#[derive(Debug, Clone, Copy)]
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn hex(self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// FNV-1a (64 bits) of one byte string, as hex: the checksum of the weights file.
+pub fn checksum(bytes: &[u8]) -> String {
+    let mut h = Fnv1a::new();
+    h.update(bytes);
+    h.hex()
+}
+
+/// The dataset fingerprint: FNV-1a (64 bits) over the bytes of the training images file, then
+/// the training labels file, of the IDX folder `root`.
+pub fn dataset_fingerprint(root: &Path) -> Result<String, ClassifierError> {
+    let (images, labels) = Split::Train.file_names();
+    let mut h = Fnv1a::new();
+    for name in [images, labels] {
+        let path = root.join(name);
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        h.update(&bytes);
+    }
+    Ok(h.hex())
+}
+
+/// Where `ember classifier train` saves and `ember eval` looks for the classifier of the data in
+/// `root` by default: `<root>/classifier`, beside the files it was trained on.
+pub fn default_dir(root: &Path) -> PathBuf {
+    root.join("classifier")
+}
+
+/// Builds a [`ClassifierNet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassifierNetConfig {
+    pub num_classes: usize,
+    /// Side of the square single-channel input.
+    pub image_size: usize,
+    pub feature_dim: usize,
+}
+
+/// `conv3x3(1→32) relu pool2 | conv3x3(32→64) relu pool2 | conv3x3(64→64) relu | linear(→
+/// feature_dim) relu` = the features `|` `linear(→ num_classes)` = the logits.
+#[derive(Module, Debug)]
+pub struct ClassifierNet {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    conv3: Conv2d,
+    pool: MaxPool2d,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+fn conv3x3(c_in: usize, c_out: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([c_in, c_out], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(device)
+}
+
+/// Reads every parameter once, which runs its lazy initialiser inside the seeded section.
+struct Materialize;
+
+impl ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+impl ClassifierNetConfig {
+    /// Width of the flattened last conv activation.
+    fn flat_dim(&self) -> usize {
+        let s = self.image_size / 4;
+        64 * s * s
+    }
+
+    /// The network with weights drawn reproducibly from `seed`.
+    pub fn init(&self, device: &Device, seed: u64) -> ClassifierNet {
+        with_backend_rng(device, seed, || {
+            let net = ClassifierNet {
+                conv1: conv3x3(1, 32, device),
+                conv2: conv3x3(32, 64, device),
+                conv3: conv3x3(64, 64, device),
+                pool: MaxPool2dConfig::new([2, 2]).init(),
+                fc1: LinearConfig::new(self.flat_dim(), self.feature_dim).init(device),
+                fc2: LinearConfig::new(self.feature_dim, self.num_classes).init(device),
+            };
+            net.visit(&mut Materialize);
+            net
+        })
+    }
+}
+
+impl ClassifierNet {
+    /// # Shapes
+    /// - x: `[n, 1, s, s]` in [-1, 1] -> (logits `[n, classes]`, features `[n, feature_dim]`)
+    pub fn forward(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let x = self.pool.forward(relu(self.conv1.forward(x))); // [n, 32, s/2, s/2]
+        let x = self.pool.forward(relu(self.conv2.forward(x))); // [n, 64, s/4, s/4]
+        let x = relu(self.conv3.forward(x)); // [n, 64, s/4, s/4]
+        let features = relu(self.fc1.forward(x.flatten(1, 3))); // [n, feature_dim]
+        let logits = self.fc2.forward(features.clone()); // [n, classes]
+        (logits, features)
+    }
+}
+
+/// `classifier.toml`: what the classifier was trained on and how well it does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierMeta {
+    pub format_version: u32,
+    pub dataset: DatasetKind,
+    /// The IDX folder it was trained on (for the reader; the fingerprint is what is checked).
+    pub dataset_root: PathBuf,
+    /// [`dataset_fingerprint`] of that folder.
+    pub dataset_fingerprint: String,
+    pub num_classes: usize,
+    pub image_size: usize,
+    pub feature_dim: usize,
+    pub train_images: usize,
+    pub test_images: usize,
+    /// Fraction of the test split classified correctly.
+    pub test_accuracy: f64,
+    pub train_seconds: f64,
+    /// FNV-1a of `classifier.bpk`, to catch a truncated or replaced weights file.
+    pub weights_checksum: String,
+    /// The `[classifier]` settings it was trained with (epochs, batch size, ...).
+    pub config: ClassifierConfig,
+}
+
+/// A trained classifier on an inference device.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    net: ClassifierNet,
+    meta: ClassifierMeta,
+}
+
+/// What to train a classifier on.
+pub struct TrainSpec<'a> {
+    pub config: &'a ClassifierConfig,
+    pub dataset: DatasetKind,
+    pub root: &'a Path,
+    pub num_classes: usize,
+    pub train: &'a ImageDataset,
+    pub test: &'a ImageDataset,
+}
+
+/// Images `indices` of a dataset as a `[n, 1, h, w]` tensor in [-1, 1], with their labels.
+pub fn dataset_batch(
+    dataset: &ImageDataset,
+    indices: impl IntoIterator<Item = usize>,
+    device: &Device,
+) -> (Tensor<4>, Vec<usize>) {
+    use burn::data::dataset::Dataset;
+    let (h, w) = dataset.image_size();
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for i in indices {
+        let item = dataset.get(i).expect("index within the dataset");
+        pixels.extend(item.pixels.iter().map(|&p| pixel_to_unit(p)));
+        labels.push(item.label);
+    }
+    let n = labels.len();
+    (
+        Tensor::from_data(TensorData::new(pixels, [n, 1, h, w]), device),
+        labels,
+    )
+}
+
+/// Learning rate at `step` of `total`: a cosine from `peak` down to zero.
+fn cosine_lr(peak: f64, step: usize, total: usize) -> f64 {
+    let t = step as f64 / total.max(1) as f64;
+    peak * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+impl Classifier {
+    /// Trains on the whole of `spec.train` for `config.epochs` epochs (AdamW, cosine learning
+    /// rate, batches shuffled from `(config.seed, epoch)`), then measures the test accuracy.
+    /// `progress` receives a line now and then.
+    pub fn train(
+        spec: &TrainSpec,
+        dataset_fingerprint: String,
+        device: &Device,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Self, ClassifierError> {
+        use burn::data::dataset::Dataset;
+        let c = spec.config;
+        let (h, w) = spec.train.image_size();
+        if h != w || h < 4 {
+            return Err(ClassifierError::Data(format!(
+                "the classifier needs square images of at least 4x4, the data in {} is {h}x{w}",
+                spec.root.display()
+            )));
+        }
+        let shape = ClassifierNetConfig {
+            num_classes: spec.num_classes,
+            image_size: h,
+            feature_dim: c.feature_dim,
+        };
+        let train_device = device.clone().autodiff();
+        let mut net = shape.init(&train_device, derive_seed(c.seed, Stream::Init, 0));
+        let mut optimizer = AdamWConfig::new()
+            .with_weight_decay(c.weight_decay as f32)
+            .init();
+        let loss_fn = CrossEntropyLoss::new(None, &train_device);
+        let n = spec.train.len();
+        let batches = n.div_ceil(c.batch_size);
+        let total = batches * c.epochs;
+        let report_every = (batches / 10).max(1);
+        let start = Instant::now();
+        let mut step = 0;
+        for epoch in 0..c.epochs {
+            let mut order: Vec<usize> = (0..n).collect();
+            let mut rng = Rng::for_stream(c.seed, Stream::Shuffle, epoch as u64);
+            for i in (1..n).rev() {
+                order.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
+            for (b, chunk) in order.chunks(c.batch_size).enumerate() {
+                let (images, labels) =
+                    dataset_batch(spec.train, chunk.iter().copied(), &train_device);
+                let targets = ember_model::labels_tensor(&labels, &train_device);
+                let (logits, _) = net.forward(images);
+                let predicted = argmax_rows(logits.clone());
+                correct += predicted
+                    .iter()
+                    .zip(&labels)
+                    .filter(|(p, l)| p == l)
+                    .count();
+                seen += labels.len();
+                let loss = loss_fn.forward(logits, targets);
+                loss_sum += loss.clone().into_scalar::<f32>() as f64;
+                let grads = GradientsParams::from_grads(loss.backward(), &net);
+                net = optimizer.step(cosine_lr(c.learning_rate, step, total), net, grads);
+                step += 1;
+                if (b + 1) % report_every == 0 || b + 1 == batches {
+                    let elapsed = start.elapsed().as_secs_f64();
+                    progress(&format!(
+                        "epoch {}/{} batch {:>5}/{batches} loss {:.4} train-acc {:.4} {:.0} img/s",
+                        epoch + 1,
+                        c.epochs,
+                        b + 1,
+                        loss_sum / (b + 1) as f64,
+                        correct as f64 / seen as f64,
+                        (epoch * n + seen) as f64 / elapsed
+                    ));
+                }
+            }
+        }
+        let train_seconds = start.elapsed().as_secs_f64();
+        let mut classifier = Self {
+            net: net.valid(),
+            meta: ClassifierMeta {
+                format_version: FORMAT_VERSION,
+                dataset: spec.dataset,
+                dataset_root: spec.root.to_path_buf(),
+                dataset_fingerprint,
+                num_classes: spec.num_classes,
+                image_size: h,
+                feature_dim: c.feature_dim,
+                train_images: n,
+                test_images: spec.test.len(),
+                test_accuracy: f64::NAN,
+                train_seconds,
+                weights_checksum: String::new(),
+                config: c.clone(),
+            },
+        };
+        classifier.meta.test_accuracy = classifier.accuracy(spec.test, 500, device);
+        Ok(classifier)
+    }
+
+    pub fn meta(&self) -> &ClassifierMeta {
+        &self.meta
+    }
+
+    pub fn net(&self) -> &ClassifierNet {
+        &self.net
+    }
+
+    /// # Shapes
+    /// - images: `[n, 1, s, s]` in [-1, 1] -> `[n, classes]`
+    pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        self.net.forward(images).0
+    }
+
+    /// The penultimate layer (after its ReLU).
+    ///
+    /// # Shapes
+    /// - images: `[n, 1, s, s]` in [-1, 1] -> `[n, feature_dim]`
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        self.net.forward(images).1
+    }
+
+    /// Predicted class of each image, in batches of `batch`.
+    pub fn predict(&self, images: Tensor<4>, batch: usize) -> Vec<usize> {
+        let [n, _, _, _] = images.dims();
+        let mut out = Vec::with_capacity(n);
+        let mut start = 0;
+        while start < n {
+            let len = batch.max(1).min(n - start);
+            out.extend(argmax_rows(
+                self.logits(images.clone().narrow(0, start, len)),
+            ));
+            start += len;
+        }
+        out
+    }
+
+    /// Fraction of `dataset` classified correctly (in batches of `batch`).
+    pub fn accuracy(&self, dataset: &ImageDataset, batch: usize, device: &Device) -> f64 {
+        use burn::data::dataset::Dataset;
+        let n = dataset.len();
+        let mut correct = 0;
+        let mut start = 0;
+        while start < n {
+            let end = (start + batch.max(1)).min(n);
+            let (images, labels) = dataset_batch(dataset, start..end, device);
+            let predicted = argmax_rows(self.logits(images));
+            correct += predicted
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| p == l)
+                .count();
+            start = end;
+        }
+        correct as f64 / n.max(1) as f64
+    }
+
+    /// Writes `classifier.bpk` and `classifier.toml` into `dir`, through a temporary sibling
+    /// folder renamed into place (an existing classifier there is replaced).
+    pub fn save(&mut self, dir: &Path) -> Result<(), ClassifierError> {
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "classifier".into());
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let weights = tmp.join(WEIGHTS_FILE);
+        self.net
+            .clone()
+            .save_file(&weights)
+            .map_err(|e| ClassifierError::Invalid {
+                path: weights.clone(),
+                message: format!("cannot write: {e}"),
+            })?;
+        let bytes = std::fs::read(&weights).map_err(io(&weights))?;
+        self.meta.weights_checksum = checksum(&bytes);
+        let meta = tmp.join(META_FILE);
+        let text = format!(
+            "# Domain classifier of `ember eval`, written by `ember classifier train`.\n{}",
+            toml::to_string_pretty(&self.meta).expect("metadata serialises")
+        );
+        std::fs::write(&meta, text).map_err(io(&meta))?;
+        for f in [&weights, &meta] {
+            std::fs::File::open(f)
+                .and_then(|f| f.sync_all())
+                .map_err(io(f))?;
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io(dir))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(io(dir))
+    }
+
+    /// Loads a classifier folder. `config_hint` is the config path the "train one" message
+    /// names when the folder is missing.
+    pub fn load(dir: &Path, device: &Device, config_hint: &str) -> Result<Self, ClassifierError> {
+        let meta_path = dir.join(META_FILE);
+        let weights_path = dir.join(WEIGHTS_FILE);
+        for (path, file) in [(&meta_path, META_FILE), (&weights_path, WEIGHTS_FILE)] {
+            if !path.is_file() {
+                return Err(ClassifierError::Missing {
+                    dir: dir.to_path_buf(),
+                    file,
+                    config: config_hint.to_string(),
+                });
+            }
+        }
+        let invalid = |path: &Path, message: String| ClassifierError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(&meta_path).map_err(io(&meta_path))?;
+        let meta: ClassifierMeta = toml::from_str(&text)
+            .map_err(|e| invalid(&meta_path, format!("not a classifier description: {e}")))?;
+        if meta.format_version != FORMAT_VERSION {
+            return Err(invalid(
+                &meta_path,
+                format!(
+                    "format version {}, but this ember reads version {FORMAT_VERSION}; retrain it with `ember classifier train --config {config_hint}`",
+                    meta.format_version
+                ),
+            ));
+        }
+        let bytes = std::fs::read(&weights_path).map_err(io(&weights_path))?;
+        let got = checksum(&bytes);
+        if got != meta.weights_checksum {
+            return Err(invalid(
+                &weights_path,
+                format!(
+                    "checksum {got} does not match weights_checksum {} in {META_FILE}: the file is truncated or replaced ({} bytes)",
+                    meta.weights_checksum,
+                    bytes.len()
+                ),
+            ));
+        }
+        let shape = ClassifierNetConfig {
+            num_classes: meta.num_classes,
+            image_size: meta.image_size,
+            feature_dim: meta.feature_dim,
+        };
+        let net = shape
+            .init(device, 0)
+            .try_load_file(&weights_path)
+            .map_err(|e| invalid(&weights_path, e.to_string()))?;
+        Ok(Self { net, meta })
+    }
+
+    /// Checks that this classifier was trained on the data in `root` (by fingerprint).
+    pub fn check_dataset(
+        &self,
+        dir: &Path,
+        root: &Path,
+        fingerprint: &str,
+        config_hint: &str,
+    ) -> Result<(), ClassifierError> {
+        if self.meta.dataset_fingerprint == fingerprint {
+            return Ok(());
+        }
+        Err(ClassifierError::FingerprintMismatch(format!(
+            "the classifier in {} was trained on other data: its dataset fingerprint is {} ({:?} in {}), but the training files in {} hash to {fingerprint}; retrain it with `ember classifier train --config {config_hint}`",
+            dir.display(),
+            self.meta.dataset_fingerprint,
+            self.meta.dataset,
+            self.meta.dataset_root.display(),
+            root.display(),
+        )))
+    }
+}
+
+impl FeatureExtractor for Classifier {
+    fn id(&self) -> String {
+        format!("classifier-{}", self.meta.weights_checksum)
+    }
+
+    fn feature_dim(&self) -> usize {
+        self.meta.feature_dim
+    }
+
+    fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        Classifier::features(self, images)
+    }
+}
+
+/// Index of the largest value of each row.
+pub fn argmax_rows(logits: Tensor<2>) -> Vec<usize> {
+    logits
+        .argmax(1)
+        .into_data()
+        .try_into_vec_as::<i64>()
+        .expect("integer indices")
+        .into_iter()
+        .map(|i| i as usize)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ember_data::idx::encode_idx;
+
+    /// `n` 12x12 images of 3 classes, each a bright bar whose position is the class, plus
+    /// seeded noise: learnable in a few steps.
+    fn fixture(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+        let mut rng = Rng::new(seed);
+        let mut pixels = Vec::with_capacity(n * 144);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let label = (i % 3) as u8;
+            for y in 0..12 {
+                for x in 0..12 {
+                    let bar = x / 4 == label as usize && (2..10).contains(&y);
+                    let base = if bar { 200 } else { 20 };
+                    pixels.push((base + rng.below(40) as usize) as u8);
+                }
+            }
+            labels.push(label);
+        }
+        (pixels, labels)
+    }
+
+    fn write_split(dir: &Path, prefix: &str, n: usize, seed: u64) {
+        let (pixels, labels) = fixture(n, seed);
+        std::fs::write(
+            dir.join(format!("{prefix}-images-idx3-ubyte")),
+            encode_idx(&[n, 12, 12], &pixels),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{prefix}-labels-idx1-ubyte")),
+            encode_idx(&[n], &labels),
+        )
+        .unwrap();
+    }
+
+    fn workdir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ember-eval-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn trains_saves_loads_exactly_and_refuses_other_data() {
+        let dir = workdir("classifier");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        write_split(&data, "train", 96, 1);
+        write_split(&data, "t10k", 30, 2);
+        let device = Device::flex();
+        let train = ImageDataset::load(&data, Split::Train, 3, 0).unwrap();
+        let test = ImageDataset::load(&data, Split::Test, 3, 0).unwrap();
+        let config = ClassifierConfig {
+            epochs: 4,
+            batch_size: 16,
+            learning_rate: 3e-3,
+            feature_dim: 16,
+            ..ClassifierConfig::default()
+        };
+        let spec = TrainSpec {
+            config: &config,
+            dataset: DatasetKind::Mnist,
+            root: &data,
+            num_classes: 3,
+            train: &train,
+            test: &test,
+        };
+        let fingerprint = dataset_fingerprint(&data).unwrap();
+        let mut lines = Vec::new();
+        let mut classifier = Classifier::train(&spec, fingerprint.clone(), &device, &mut |l| {
+            lines.push(l.to_string())
+        })
+        .unwrap();
+        assert!(lines.iter().any(|l| l.contains("epoch 4/4")), "{lines:?}");
+        assert!(
+            classifier.meta().test_accuracy >= 0.9,
+            "a bar's position is easy to learn: {}",
+            classifier.meta().test_accuracy
+        );
+
+        // Save and load: the same logits and features, bit for bit.
+        let saved = dir.join("classifier");
+        classifier.save(&saved).unwrap();
+        let loaded = Classifier::load(&saved, &device, "cfg.toml").unwrap();
+        assert_eq!(loaded.meta(), classifier.meta());
+        let (images, _) = dataset_batch(&test, 0..10, &device);
+        let values = |t: Tensor<2>| t.into_data().try_into_vec_as::<f32>().unwrap();
+        assert_eq!(
+            values(loaded.logits(images.clone())),
+            values(classifier.logits(images.clone()))
+        );
+        assert_eq!(
+            values(loaded.features(images.clone())),
+            values(classifier.features(images))
+        );
+        assert_eq!(loaded.feature_dim(), 16);
+        assert!(loaded.id().starts_with("classifier-"));
+        loaded
+            .check_dataset(&saved, &data, &fingerprint, "cfg.toml")
+            .unwrap();
+
+        // Other training data: a different fingerprint, refused with the command to run.
+        let other = dir.join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        write_split(&other, "train", 96, 3);
+        let other_fp = dataset_fingerprint(&other).unwrap();
+        assert_ne!(other_fp, fingerprint);
+        let err = loaded
+            .check_dataset(&saved, &other, &other_fp, "cfg.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&other_fp)
+                && err.contains(&fingerprint)
+                && err.contains("ember classifier train --config cfg.toml"),
+            "{err}"
+        );
+
+        // A garbled weights file is named; a missing folder says which command makes one.
+        let weights = saved.join(WEIGHTS_FILE);
+        let mut bytes = std::fs::read(&weights).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&weights, &bytes).unwrap();
+        let err = Classifier::load(&saved, &device, "cfg.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(WEIGHTS_FILE) && err.contains("checksum"),
+            "{err}"
+        );
+        let err = Classifier::load(&dir.join("nothing"), &device, "cfg.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ember classifier train --config cfg.toml"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn initialisation_is_a_function_of_the_seed() {
+        let device = Device::flex();
+        let shape = ClassifierNetConfig {
+            num_classes: 3,
+            image_size: 8,
+            feature_dim: 4,
+        };
+        let x = Tensor::<4>::ones([2, 1, 8, 8], &device);
+        let out = |seed| {
+            shape
+                .init(&device, seed)
+                .forward(x.clone())
+                .0
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .unwrap()
+        };
+        assert_eq!(out(1), out(1));
+        assert_ne!(out(1), out(2));
+    }
+}

@@ -1,0 +1,699 @@
+//! The guidance sweep: for each scale, sample every class from the same initial noise, score
+//! the samples with the classifier and the feature metrics, and keep the results resumable.
+//!
+//! Output folder (default `<run>/eval/`):
+//!
+//! ```text
+//! eval.json             settings, the real-data reference and one row per finished scale
+//! eval.csv              the rows, sorted by scale
+//! eval.png              accuracy, Fréchet distance, precision/recall, diversity vs the scale
+//! grid_scale-<s>.png    a grid per scale: one row per class, up to `grid_columns` samples
+//! tensorboard/          the rows as scalars `eval/<metric>` at step round(scale * 100)
+//! ```
+//!
+//! `eval.json` is rewritten (atomically) after every finished scale. A new eval with the same
+//! [`EvalSettings`] skips the scales it already holds; other settings are refused unless the
+//! caller asks to restart, so rows computed differently never mix.
+//!
+//! **Same noise across scales.** The initial noise of sample `j` of class `c` is drawn from
+//! `(seed, c, j)` alone, so row `c`, column `j` of every grid starts from the same `x_T`, and
+//! adding classes or samples does not change the others. (With `eta > 0` the per-step noise is
+//! drawn per batch of `batch_size` images, so it is the same across scales too.)
+
+use crate::classifier::{Classifier, argmax_rows};
+use crate::metrics::{self, FeatureSet, GaussianStats};
+use crate::{FeatureExtractor, extract_features};
+use burn::prelude::*;
+use ember_config::SamplerKind;
+use ember_data::ImageDataset;
+use ember_model::rng::{Rng, Stream, derive_seed};
+use ember_model::{NoiseSchedule, UNet};
+use ember_monitor::plot::{Panel, Series, write_panels};
+use ember_monitor::tensorboard::{EventLog, event_files};
+use ember_sample::grid::{GreyImage, make_grid, write_atomic, write_png};
+use ember_sample::{ClassifierFreeGuidance, NoiseSource, SamplerOptions, ddim};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const EVAL_JSON: &str = "eval.json";
+pub const EVAL_CSV: &str = "eval.csv";
+pub const EVAL_PLOT: &str = "eval.png";
+pub const TENSORBOARD_DIR: &str = "tensorboard";
+/// Bumped when the meaning of a field changes; other versions are treated as other settings.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(
+        "{path} holds results of other settings ({differences}); pass --restart to discard them, or choose another --out"
+    )]
+    SettingsChanged { path: PathBuf, differences: String },
+    #[error("{0}")]
+    Request(String),
+    #[error(transparent)]
+    Monitor(#[from] ember_monitor::MonitorError),
+    #[error(transparent)]
+    Grid(#[from] ember_sample::grid::GridError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
+    move |source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Everything that changes what a row means. Rows are reused only under equal settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSettings {
+    pub format_version: u32,
+    /// The weights sampled: checkpoint folder and a checksum of its EMA file.
+    pub weights: String,
+    pub num_classes: usize,
+    pub samples_per_class: usize,
+    pub sampler: SamplerKind,
+    pub steps: usize,
+    pub eta: f64,
+    pub seed: u64,
+    /// Images per sampler batch (only matters for `eta > 0`).
+    pub batch_size: usize,
+    /// [`FeatureExtractor::id`] of the accuracy classifier and of the feature network.
+    pub classifier: String,
+    pub features: String,
+    /// `k` of the k-nearest-neighbour manifolds.
+    pub k: usize,
+}
+
+impl EvalSettings {
+    /// `key: old -> new` for each differing field.
+    fn differences(&self, other: &Self) -> Vec<String> {
+        let a = serde_json::to_value(self).expect("settings serialise");
+        let b = serde_json::to_value(other).expect("settings serialise");
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+            return vec![];
+        };
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(v))
+            .map(|(k, v)| {
+                format!(
+                    "{k}: {v} -> {}",
+                    b.get(k).unwrap_or(&serde_json::Value::Null)
+                )
+            })
+            .collect()
+    }
+}
+
+/// The metrics of one guidance scale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRow {
+    pub scale: f64,
+    /// Fraction of samples the classifier assigns to the class they were sampled for.
+    pub accuracy: f64,
+    /// Fréchet distance to the real test set, in the feature space.
+    pub fd: f64,
+    pub precision: f64,
+    pub recall: f64,
+    /// [`metrics::intra_class_diversity`] of the samples, grouped by requested class.
+    pub diversity: f64,
+    pub samples: usize,
+    /// Wall time of this scale (sampling and scoring).
+    pub seconds: f64,
+}
+
+/// The same metrics for real images: the first `images` of the training split (as many as one
+/// scale samples) against the test split. The Fréchet distance here is the floor a perfect
+/// generator reaches with this many samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    pub images: usize,
+    pub test_images: usize,
+    pub accuracy: f64,
+    pub fd: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub diversity: f64,
+}
+
+/// Contents of `eval.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalFile {
+    pub settings: EvalSettings,
+    pub reference: Reference,
+    /// Sorted by scale.
+    pub rows: Vec<ScaleRow>,
+}
+
+impl EvalFile {
+    pub fn read(path: &Path) -> Result<Self, EvalError> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        serde_json::from_str(&text).map_err(|e| EvalError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("not an eval result file: {e}"),
+        })
+    }
+
+    pub fn row(&self, scale: f64) -> Option<&ScaleRow> {
+        self.rows.iter().find(|r| r.scale == scale)
+    }
+
+    /// The rows as CSV with a header line.
+    pub fn to_csv(&self) -> String {
+        let mut out =
+            String::from("scale,accuracy,fd,precision,recall,diversity,samples,seconds\n");
+        for r in &self.rows {
+            out.push_str(&format!(
+                "{},{},{},{},{},{},{},{:.3}\n",
+                r.scale, r.accuracy, r.fd, r.precision, r.recall, r.diversity, r.samples, r.seconds
+            ));
+        }
+        out
+    }
+}
+
+/// One guidance sweep.
+pub struct EvalRequest<'a> {
+    /// The (EMA) weights to sample from.
+    pub model: &'a UNet,
+    pub schedule: &'a NoiseSchedule,
+    /// `[channels, size, size]` of the model's images.
+    pub image_shape: [usize; 3],
+    pub classifier: &'a Classifier,
+    /// The feature space of the Fréchet distance, precision/recall and diversity; usually the
+    /// classifier itself.
+    pub features: &'a dyn FeatureExtractor,
+    pub test: &'a ImageDataset,
+    pub train: &'a ImageDataset,
+    pub scales: Vec<f64>,
+    pub settings: EvalSettings,
+    pub out_dir: PathBuf,
+    /// Discard results of other settings instead of refusing.
+    pub restart: bool,
+    /// Samples per class shown in each grid (the first ones).
+    pub grid_columns: usize,
+    pub device: Device,
+}
+
+/// What [`run_eval`] reports as it goes.
+pub enum Progress<'a> {
+    Reference(&'a Reference),
+    Skipped(&'a ScaleRow),
+    Sampling {
+        scale: f64,
+        done: usize,
+        total: usize,
+    },
+    Finished(&'a ScaleRow),
+}
+
+/// Step noise of one sampler batch, from its own stream.
+struct StepNoise {
+    seed: u64,
+    draws: u64,
+}
+
+impl NoiseSource for StepNoise {
+    fn normal(&mut self, shape: [usize; 4], device: &Device) -> Tensor<4> {
+        let n = shape.iter().product();
+        let values = Rng::for_stream(self.seed, Stream::SamplerStep, self.draws).normals(n);
+        self.draws += 1;
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+}
+
+/// The initial noise `x_T` of sample `j` of class `c`: a function of `(seed, c, j)` only.
+pub fn initial_noise(seed: u64, class: usize, index: usize, len: usize) -> Vec<f32> {
+    let class_seed = derive_seed(seed, Stream::SamplerInit, class as u64);
+    Rng::for_stream(class_seed, Stream::SamplerInit, index as u64).normals(len)
+}
+
+/// `grid_scale-<s>.png`, the scale written as Rust prints it (`3`, `1.5`).
+pub fn grid_file_name(scale: f64) -> String {
+    format!("grid_scale-{scale}.png")
+}
+
+/// The TensorBoard step of a scale: `round(scale * 100)`, so the x axis reads as the scale in
+/// hundredths (TensorBoard steps are integers).
+pub fn tensorboard_step(scale: f64) -> usize {
+    (scale * 100.0).round().max(0.0) as usize
+}
+
+/// Checks the request before any work: scales finite, non-negative and distinct; enough
+/// samples for the k-NN radii and the diversity.
+fn check(req: &EvalRequest) -> Result<(), EvalError> {
+    let s = &req.settings;
+    if req.scales.is_empty() {
+        return Err(EvalError::Request(
+            "--guidance needs at least one scale".into(),
+        ));
+    }
+    for (i, &g) in req.scales.iter().enumerate() {
+        if !g.is_finite() || g < 0.0 {
+            return Err(EvalError::Request(format!(
+                "--guidance {g}: expected finite scales >= 0"
+            )));
+        }
+        if req.scales[..i].contains(&g) {
+            return Err(EvalError::Request(format!("--guidance lists {g} twice")));
+        }
+    }
+    if s.samples_per_class < 2 {
+        return Err(EvalError::Request(
+            "--samples-per-class must be at least 2 (the diversity compares pairs)".into(),
+        ));
+    }
+    let n = s.samples_per_class * s.num_classes;
+    if n <= s.k {
+        return Err(EvalError::Request(format!(
+            "{n} samples per scale are too few for k = {} nearest neighbours; raise --samples-per-class",
+            s.k
+        )));
+    }
+    if s.batch_size == 0 {
+        return Err(EvalError::Request("--batch-size must be at least 1".into()));
+    }
+    use burn::data::dataset::Dataset;
+    if req.test.len() <= s.k {
+        return Err(EvalError::Request(format!(
+            "the test split has {} images, too few for k = {}",
+            req.test.len(),
+            s.k
+        )));
+    }
+    Ok(())
+}
+
+/// Features and class predictions of dataset images `0..n`, in batches.
+fn dataset_features(
+    features: &dyn FeatureExtractor,
+    classifier: &Classifier,
+    dataset: &ImageDataset,
+    n: usize,
+    batch: usize,
+    device: &Device,
+) -> (FeatureSet, Vec<usize>, Vec<usize>) {
+    let mut set = FeatureSet::new(features.feature_dim(), Vec::new());
+    let (mut labels, mut predicted) = (Vec::new(), Vec::new());
+    let mut start = 0;
+    while start < n {
+        let end = (start + batch).min(n);
+        let (images, l) = crate::classifier::dataset_batch(dataset, start..end, device);
+        predicted.extend(argmax_rows(classifier.logits(images.clone())));
+        set.extend(&extract_features(features, images, batch));
+        labels.extend(l);
+        start = end;
+    }
+    (set, labels, predicted)
+}
+
+/// The real test set, summarised once per eval.
+struct RealSide {
+    features: FeatureSet,
+    stats: GaussianStats,
+    radii: Vec<f64>,
+}
+
+/// Runs the sweep: reuses finished scales of `eval.json`, samples and scores the others, and
+/// writes every output after each scale. Returns the final contents of `eval.json`.
+pub fn run_eval(
+    req: &EvalRequest,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<EvalFile, EvalError> {
+    check(req)?;
+    let s = &req.settings;
+    let json_path = req.out_dir.join(EVAL_JSON);
+    std::fs::create_dir_all(&req.out_dir).map_err(io(&req.out_dir))?;
+    let previous = if json_path.is_file() {
+        let old = EvalFile::read(&json_path);
+        match old {
+            Ok(old) if old.settings == *s => Some(old),
+            Ok(old) if !req.restart => {
+                return Err(EvalError::SettingsChanged {
+                    path: json_path,
+                    differences: old.settings.differences(s).join(", "),
+                });
+            }
+            Err(e) if !req.restart => return Err(e),
+            _ => None,
+        }
+    } else {
+        None
+    };
+
+    // The real side: test features (stats and k-NN radii), only when something is computed.
+    let batch = 500;
+    let device = &req.device;
+    use burn::data::dataset::Dataset;
+    let needs_real = previous
+        .as_ref()
+        .is_none_or(|file| req.scales.iter().any(|&scale| file.row(scale).is_none()));
+    let real = needs_real.then(|| {
+        let (test_features, _, _) = dataset_features(
+            req.features,
+            req.classifier,
+            req.test,
+            req.test.len(),
+            batch,
+            device,
+        );
+        RealSide {
+            stats: GaussianStats::of(&test_features),
+            radii: metrics::knn_radii(&test_features, s.k),
+            features: test_features,
+        }
+    });
+    let mut file = match previous {
+        Some(file) => file,
+        None => {
+            let real = real.as_ref().expect("a new file computes the real side");
+            let n = (s.samples_per_class * s.num_classes).min(req.train.len());
+            let (train_features, train_labels, predicted) =
+                dataset_features(req.features, req.classifier, req.train, n, batch, device);
+            let pr =
+                metrics::precision_recall(&real.features, Some(&real.radii), &train_features, s.k);
+            let correct = predicted
+                .iter()
+                .zip(&train_labels)
+                .filter(|(p, l)| p == l)
+                .count();
+            EvalFile {
+                settings: s.clone(),
+                reference: Reference {
+                    images: n,
+                    test_images: real.features.len(),
+                    accuracy: correct as f64 / n.max(1) as f64,
+                    fd: metrics::frechet_distance(&GaussianStats::of(&train_features), &real.stats),
+                    precision: pr.precision,
+                    recall: pr.recall,
+                    diversity: metrics::intra_class_diversity(&train_features, &train_labels),
+                },
+                rows: Vec::new(),
+            }
+        }
+    };
+    progress(Progress::Reference(&file.reference));
+    save_json(&file, &json_path)?;
+
+    for &scale in &req.scales {
+        if let Some(row) = file.row(scale) {
+            progress(Progress::Skipped(row));
+            continue;
+        }
+        let real = real.as_ref().expect("computed when a scale is missing");
+        let row = evaluate_scale(req, real, scale, progress)?;
+        file.rows.push(row);
+        file.rows.sort_by(|a, b| a.scale.total_cmp(&b.scale));
+        save_json(&file, &json_path)?;
+        let csv = req.out_dir.join(EVAL_CSV);
+        write_atomic(&csv, file.to_csv().as_bytes()).map_err(io(&csv))?;
+        progress(Progress::Finished(file.row(scale).expect("just added")));
+    }
+    let csv = req.out_dir.join(EVAL_CSV);
+    write_atomic(&csv, file.to_csv().as_bytes()).map_err(io(&csv))?;
+    write_plot(&file, &req.out_dir.join(EVAL_PLOT))?;
+    write_tensorboard(&file, &req.out_dir)?;
+    Ok(file)
+}
+
+/// The text of `eval.json`.
+pub fn to_json(file: &EvalFile) -> String {
+    let text = serde_json::to_string_pretty(file).expect("eval results serialise");
+    format!("{text}\n")
+}
+
+fn save_json(file: &EvalFile, path: &Path) -> Result<(), EvalError> {
+    write_atomic(path, to_json(file).as_bytes()).map_err(io(path))
+}
+
+/// Samples and scores one scale; writes its grid.
+fn evaluate_scale(
+    req: &EvalRequest,
+    real: &RealSide,
+    scale: f64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ScaleRow, EvalError> {
+    let start = Instant::now();
+    let s = &req.settings;
+    let device = &req.device;
+    let [c, h, w] = req.image_shape;
+    let pixels = c * h * w;
+    let jobs: Vec<(usize, usize)> = (0..s.num_classes)
+        .flat_map(|class| (0..s.samples_per_class).map(move |j| (class, j)))
+        .collect();
+    let columns = req.grid_columns.clamp(1, s.samples_per_class);
+    let mut grid_pixels = vec![0f32; s.num_classes * columns * pixels];
+    let mut features = FeatureSet::new(req.features.feature_dim(), Vec::new());
+    let mut correct = 0usize;
+    let options = SamplerOptions {
+        steps: s.steps,
+        eta: s.eta,
+    };
+    for (b, chunk) in jobs.chunks(s.batch_size).enumerate() {
+        let labels: Vec<usize> = chunk.iter().map(|&(class, _)| class).collect();
+        let noise: Vec<f32> = chunk
+            .iter()
+            .flat_map(|&(class, j)| initial_noise(s.seed, class, j, pixels))
+            .collect();
+        let x_t = Tensor::<4>::from_data(TensorData::new(noise, [chunk.len(), c, h, w]), device);
+        let guided = ClassifierFreeGuidance::new(req.model, &labels, scale, None, device);
+        let mut step_noise = StepNoise {
+            seed: derive_seed(s.seed, Stream::SamplerStep, b as u64),
+            draws: 0,
+        };
+        let images = match s.sampler {
+            SamplerKind::Ddim => ddim(&guided, req.schedule, x_t, options, &mut step_noise),
+        };
+        let predicted = argmax_rows(req.classifier.logits(images.clone()));
+        correct += predicted
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        features.extend(&extract_features(req.features, images.clone(), 500));
+        if chunk.iter().any(|&(_, j)| j < columns) {
+            let values = images
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .expect("f32 images");
+            for (i, &(class, j)) in chunk.iter().enumerate() {
+                if j < columns {
+                    let at = (class * columns + j) * pixels;
+                    grid_pixels[at..at + pixels]
+                        .copy_from_slice(&values[i * pixels..(i + 1) * pixels]);
+                }
+            }
+        }
+        progress(Progress::Sampling {
+            scale,
+            done: (b * s.batch_size + chunk.len()).min(jobs.len()),
+            total: jobs.len(),
+        });
+    }
+    let grid_images = Tensor::<4>::from_data(
+        TensorData::new(grid_pixels, [s.num_classes * columns, c, h, w]),
+        device,
+    );
+    let grid = make_grid(grid_images, s.num_classes, columns);
+    write_png(&grid, &req.out_dir.join(grid_file_name(scale)))?;
+
+    let labels: Vec<usize> = jobs.iter().map(|&(class, _)| class).collect();
+    let pr = metrics::precision_recall(&real.features, Some(&real.radii), &features, s.k);
+    Ok(ScaleRow {
+        scale,
+        accuracy: correct as f64 / jobs.len() as f64,
+        fd: metrics::frechet_distance(&GaussianStats::of(&features), &real.stats),
+        precision: pr.precision,
+        recall: pr.recall,
+        diversity: metrics::intra_class_diversity(&features, &labels),
+        samples: jobs.len(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// `eval.png`: four panels against the guidance scale, each with the real-data reference as a
+/// flat line.
+pub fn write_plot(file: &EvalFile, path: &Path) -> Result<(), EvalError> {
+    let xs: Vec<f64> = file.rows.iter().map(|r| r.scale).collect();
+    let (lo, hi) = match (xs.first(), xs.last()) {
+        (Some(&lo), Some(&hi)) => (lo, hi),
+        _ => return Ok(()),
+    };
+    let line = |name: &str, f: &dyn Fn(&ScaleRow) -> f64| Series {
+        name: name.to_string(),
+        points: file.rows.iter().map(|r| (r.scale, f(r))).collect(),
+    };
+    let flat = |name: &str, y: f64| Series {
+        name: name.to_string(),
+        points: vec![(lo, y), (hi, y)],
+    };
+    let r = &file.reference;
+    let panels = vec![
+        Panel {
+            title: "class accuracy (classifier)".into(),
+            y_label: "accuracy".into(),
+            series: vec![line("samples", &|r| r.accuracy), flat("real", r.accuracy)],
+            markers: true,
+        },
+        Panel {
+            title: "Frechet distance to the test set".into(),
+            y_label: "FD (classifier features)".into(),
+            series: vec![line("samples", &|r| r.fd), flat("real train (floor)", r.fd)],
+            markers: true,
+        },
+        Panel {
+            title: format!("precision / recall (k = {})", file.settings.k),
+            y_label: "fraction".into(),
+            series: vec![
+                line("precision", &|r| r.precision),
+                line("recall", &|r| r.recall),
+                flat("real precision", r.precision),
+                flat("real recall", r.recall),
+            ],
+            markers: true,
+        },
+        Panel {
+            title: "intra-class diversity".into(),
+            y_label: "mean pairwise feature distance".into(),
+            series: vec![line("samples", &|r| r.diversity), flat("real", r.diversity)],
+            markers: true,
+        },
+    ];
+    write_panels(path, "guidance scale", &panels, 2)?;
+    Ok(())
+}
+
+/// Rewrites `tensorboard/` from scratch: scalars `eval/accuracy`, `eval/fd`, `eval/precision`,
+/// `eval/recall`, `eval/diversity` and the image `eval/grid` at step [`tensorboard_step`], plus
+/// the reference as `eval/real_*` at step 0. Rewriting (instead of appending) keeps a resumed
+/// eval from duplicating the rows of its earlier runs.
+pub fn write_tensorboard(file: &EvalFile, out_dir: &Path) -> Result<(), EvalError> {
+    let dir = out_dir.join(TENSORBOARD_DIR);
+    for old in event_files(&dir) {
+        std::fs::remove_file(&old).map_err(io(&old))?;
+    }
+    let mut log = EventLog::create(&dir)?;
+    let r = &file.reference;
+    for (tag, v) in [
+        ("eval/real_accuracy", r.accuracy),
+        ("eval/real_fd", r.fd),
+        ("eval/real_precision", r.precision),
+        ("eval/real_recall", r.recall),
+        ("eval/real_diversity", r.diversity),
+    ] {
+        log.scalar(tag, 0, v);
+    }
+    for row in &file.rows {
+        let step = tensorboard_step(row.scale);
+        log.scalar("eval/accuracy", step, row.accuracy);
+        log.scalar("eval/fd", step, row.fd);
+        log.scalar("eval/precision", step, row.precision);
+        log.scalar("eval/recall", step, row.recall);
+        log.scalar("eval/diversity", step, row.diversity);
+        let grid = out_dir.join(grid_file_name(row.scale));
+        if let Ok(image) = ember_sample::grid::read_png(&grid) {
+            log.image("eval/grid", step, &image);
+        }
+    }
+    log.flush();
+    Ok(())
+}
+
+/// A grid image in memory (for tests).
+pub fn read_grid(out_dir: &Path, scale: f64) -> Result<GreyImage, EvalError> {
+    Ok(ember_sample::grid::read_png(
+        &out_dir.join(grid_file_name(scale)),
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> EvalSettings {
+        EvalSettings {
+            format_version: FORMAT_VERSION,
+            weights: "step-00000004 ema.bpk 0123".into(),
+            num_classes: 10,
+            samples_per_class: 2,
+            sampler: SamplerKind::Ddim,
+            steps: 2,
+            eta: 0.0,
+            seed: 0,
+            batch_size: 250,
+            classifier: "classifier-ab".into(),
+            features: "classifier-ab".into(),
+            k: 3,
+        }
+    }
+
+    #[test]
+    fn changed_settings_are_named_with_old_and_new_values() {
+        let a = settings();
+        let mut b = a.clone();
+        assert!(a.differences(&b).is_empty());
+        b.seed = 9;
+        b.steps = 5;
+        let d = a.differences(&b);
+        assert_eq!(d, vec!["seed: 0 -> 9", "steps: 2 -> 5"]);
+    }
+
+    #[test]
+    fn initial_noise_depends_on_class_and_index_only() {
+        let a = initial_noise(7, 3, 5, 16);
+        assert_eq!(a, initial_noise(7, 3, 5, 16));
+        assert_ne!(a, initial_noise(7, 4, 5, 16));
+        assert_ne!(a, initial_noise(7, 3, 6, 16));
+        assert_ne!(a, initial_noise(8, 3, 5, 16));
+    }
+
+    #[test]
+    fn csv_and_file_names_and_tensorboard_steps() {
+        let row = |scale| ScaleRow {
+            scale,
+            accuracy: 0.5,
+            fd: 1.25,
+            precision: 0.75,
+            recall: 0.25,
+            diversity: 2.0,
+            samples: 20,
+            seconds: 1.0,
+        };
+        let file = EvalFile {
+            settings: settings(),
+            reference: Reference {
+                images: 20,
+                test_images: 64,
+                accuracy: 1.0,
+                fd: 0.5,
+                precision: 0.9,
+                recall: 0.9,
+                diversity: 3.0,
+            },
+            rows: vec![row(1.0), row(1.5)],
+        };
+        assert_eq!(
+            file.to_csv(),
+            "scale,accuracy,fd,precision,recall,diversity,samples,seconds\n\
+             1,0.5,1.25,0.75,0.25,2,20,1.000\n\
+             1.5,0.5,1.25,0.75,0.25,2,20,1.000\n"
+        );
+        let back: EvalFile = serde_json::from_str(&to_json(&file)).unwrap();
+        assert_eq!(back, file);
+        assert_eq!(grid_file_name(3.0), "grid_scale-3.png");
+        assert_eq!(grid_file_name(1.5), "grid_scale-1.5.png");
+        assert_eq!(tensorboard_step(1.5), 150);
+        assert_eq!(tensorboard_step(0.0), 0);
+    }
+}

@@ -1,0 +1,60 @@
+//! Ember's evaluation crate: how good are guided samples, scale by scale?
+//!
+//! - [`classifier`]: a small conv classifier trained on the real training set; its logits give
+//!   the class accuracy of samples and its penultimate layer the feature space of the metrics.
+//! - [`metrics`]: Fréchet distance, precision/recall (k-NN manifolds) and intra-class diversity
+//!   on feature vectors.
+//! - [`eval`]: samples the same initial noise at each guidance scale, scores it, and keeps
+//!   resumable results in `eval.json`.
+//!
+//! Features come through the [`FeatureExtractor`] trait, so another network (e.g. Inception for
+//! a true FID) can replace the classifier's features without touching the metric or eval code.
+
+pub mod classifier;
+pub mod eval;
+pub mod metrics;
+
+pub use classifier::{Classifier, ClassifierError, ClassifierMeta, dataset_fingerprint};
+pub use eval::{EvalError, EvalFile, EvalRequest, EvalSettings, Reference, ScaleRow};
+pub use metrics::{FeatureSet, GaussianStats, PrecisionRecall};
+
+use burn::prelude::*;
+
+/// Maps images to feature vectors for the distribution metrics.
+pub trait FeatureExtractor {
+    /// A short stable identifier of the extractor and its weights (recorded in `eval.json`,
+    /// so results computed with other features are never mixed).
+    fn id(&self) -> String;
+
+    /// Length of one feature vector.
+    fn feature_dim(&self) -> usize;
+
+    /// # Shapes
+    /// - images: `[n, 1, h, w]` in [-1, 1] -> `[n, feature_dim]`
+    fn features(&self, images: Tensor<4>) -> Tensor<2>;
+}
+
+/// Runs `extractor` over `images` in batches of `batch` and collects the features on the host.
+///
+/// # Shapes
+/// - images: `[n, 1, h, w]`
+pub fn extract_features(
+    extractor: &dyn FeatureExtractor,
+    images: Tensor<4>,
+    batch: usize,
+) -> FeatureSet {
+    let [n, _, _, _] = images.dims();
+    let mut values = Vec::with_capacity(n * extractor.feature_dim());
+    let mut start = 0;
+    while start < n {
+        let len = batch.max(1).min(n - start);
+        let f = extractor.features(images.clone().narrow(0, start, len));
+        values.extend(
+            f.into_data()
+                .try_into_vec_as::<f32>()
+                .expect("f32 features"),
+        );
+        start += len;
+    }
+    FeatureSet::from_f32(extractor.feature_dim(), &values)
+}
