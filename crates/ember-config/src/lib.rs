@@ -52,6 +52,9 @@ pub struct ExperimentConfig {
     pub diffusion: DiffusionConfig,
     pub train: TrainConfig,
     pub sample: SampleConfig,
+    /// The domain classifier of `ember classifier train` / `ember eval` (not the diffusion run).
+    pub classifier: ClassifierConfig,
+    pub log: LogConfig,
 }
 
 impl Default for ExperimentConfig {
@@ -63,6 +66,8 @@ impl Default for ExperimentConfig {
             diffusion: DiffusionConfig::default(),
             train: TrainConfig::default(),
             sample: SampleConfig::default(),
+            classifier: ClassifierConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -289,7 +294,74 @@ impl Default for SampleConfig {
     }
 }
 
+/// The domain classifier that `ember eval` scores samples with (`ember classifier train`).
+/// It always trains on the whole training split of `[data]` (`data.limit` does not apply) and is
+/// tested on the whole test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifierConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak AdamW learning rate; it decays to zero along a cosine over the training.
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// Width of the penultimate layer: the features of the Frechet distance, precision and
+    /// recall.
+    pub feature_dim: usize,
+    /// Seed of the initial weights and the shuffling.
+    pub seed: u64,
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 3,
+            batch_size: 64,
+            learning_rate: 1e-3,
+            weight_decay: 1e-4,
+            feature_dim: 128,
+            seed: 0,
+        }
+    }
+}
+
+/// What a run writes for watching it: TensorBoard events, periodic sample grids, the loss
+/// history. None of it changes the training itself, so every key may change on resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Write TensorBoard event files into the run directory.
+    pub tensorboard: bool,
+    /// Sample a grid per scale every this many steps (0: only after the last step).
+    pub sample_every: usize,
+    /// Guidance scales of those grids; empty means `[sample.guidance_scale]`.
+    pub sample_scales: Vec<f64>,
+    /// Decay of the exponential moving average logged as the smoothed loss.
+    pub loss_smoothing: f64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            tensorboard: true,
+            sample_every: 0,
+            sample_scales: Vec::new(),
+            loss_smoothing: 0.95,
+        }
+    }
+}
+
 impl ExperimentConfig {
+    /// The guidance scales of the grids a run writes while training.
+    pub fn log_sample_scales(&self) -> Vec<f64> {
+        if self.log.sample_scales.is_empty() {
+            vec![self.sample.guidance_scale]
+        } else {
+            self.log.sample_scales.clone()
+        }
+    }
+
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -484,6 +556,43 @@ impl ExperimentConfig {
         if s.per_class == 0 {
             return Err(bad("sample.per_class", "expected at least 1".into()));
         }
+
+        let l = &self.log;
+        if let Some(scale) = l.sample_scales.iter().find(|s| !s.is_finite()) {
+            return Err(bad(
+                "log.sample_scales",
+                format!("expected finite guidance scales, got {scale}"),
+            ));
+        }
+        if !(0.0..1.0).contains(&l.loss_smoothing) {
+            return Err(bad(
+                "log.loss_smoothing",
+                format!("expected [0, 1), got {}", l.loss_smoothing),
+            ));
+        }
+
+        let c = &self.classifier;
+        if c.epochs == 0 {
+            return Err(bad("classifier.epochs", "expected at least 1".into()));
+        }
+        if c.batch_size == 0 {
+            return Err(bad("classifier.batch_size", "expected at least 1".into()));
+        }
+        if !(c.learning_rate > 0.0 && c.learning_rate.is_finite()) {
+            return Err(bad(
+                "classifier.learning_rate",
+                format!("expected a positive number, got {}", c.learning_rate),
+            ));
+        }
+        if c.weight_decay.is_nan() || c.weight_decay < 0.0 {
+            return Err(bad("classifier.weight_decay", "expected >= 0".into()));
+        }
+        if c.feature_dim < 2 {
+            return Err(bad(
+                "classifier.feature_dim",
+                format!("expected at least 2, got {}", c.feature_dim),
+            ));
+        }
         Ok(())
     }
 }
@@ -500,6 +609,8 @@ pub const RESUMABLE_KEYS: &[&str] = &[
     "data.root",
     "data.num_workers",
     "sample",
+    "log",
+    "classifier",
 ];
 
 impl ExperimentConfig {
@@ -575,6 +686,28 @@ mod tests {
     }
 
     #[test]
+    fn log_table_is_validated_and_its_scales_default_to_the_sample_scale() {
+        let err = parse("[log]\nloss_smoothing = 1.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.loss_smoothing"), "{err}");
+        let err = parse("[log]\nsample_scales = [1.0, nan]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.sample_scales"), "{err}");
+        let cfg = parse("[sample]\nguidance_scale = 4.0\n").unwrap();
+        assert_eq!(cfg.log_sample_scales(), vec![4.0]);
+        let cfg = parse("[log]\nsample_scales = [1.0, 2.5]\n").unwrap();
+        assert_eq!(cfg.log_sample_scales(), vec![1.0, 2.5]);
+        // Logging never blocks a resume.
+        assert!(
+            ExperimentConfig::default()
+                .fixed_keys_changed(&cfg)
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn zero_classes_is_rejected() {
         let err = parse("[model]\nnum_classes = 0\n").unwrap_err().to_string();
         assert!(err.contains("model.num_classes"), "{err}");
@@ -625,6 +758,21 @@ mod tests {
         assert_eq!(
             a.fixed_keys_changed(&b),
             vec!["diffusion.beta_schedule", "model.base_channels"]
+        );
+    }
+
+    #[test]
+    fn classifier_table_is_validated_and_resumable() {
+        let err = parse("[classifier]\nepochs = 0\n").unwrap_err().to_string();
+        assert!(err.contains("classifier.epochs"), "{err}");
+        let err = parse("[classifier]\nepoch = 2\n").unwrap_err().to_string();
+        assert!(err.contains("epoch"), "{err}");
+        let cfg = parse("[classifier]\nepochs = 5\nfeature_dim = 64\n").unwrap();
+        assert_eq!((cfg.classifier.epochs, cfg.classifier.feature_dim), (5, 64));
+        assert!(
+            ExperimentConfig::default()
+                .fixed_keys_changed(&cfg)
+                .is_empty()
         );
     }
 

@@ -73,3 +73,15 @@ pub fn sample_images(
         SamplerKind::Ddim => ddim(&guided, schedule, x_t, request.options, &mut noise),
     }
 }
+
+/// [`sample_images`] laid out as a grid: one row per requested class, `per_class` columns.
+pub fn sample_grid(
+    model: &UNet,
+    schedule: &NoiseSchedule,
+    request: &SampleRequest,
+    image_shape: [usize; 3],
+    device: &Device,
+) -> grid::GreyImage {
+    let images = sample_images(model, schedule, request, image_shape, device);
+    grid::make_grid(images, request.classes.len(), request.per_class)
+}

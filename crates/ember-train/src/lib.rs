@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod ema;
 pub mod label_dropout;
+pub mod monitor;
 pub mod optim;
 pub mod run;
 
@@ -23,91 +24,24 @@ use ember_model::{NoiseSchedule, UNet, UNetConfig, epsilon_mse, with_backend_rng
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What the loop reports after each optimiser step.
-#[derive(Debug, Clone)]
-pub struct StepReport {
-    pub step: usize,
-    pub total_steps: usize,
-    pub epoch: usize,
-    pub loss: f64,
-    pub learning_rate: f64,
-    pub grad_norm: f64,
-    pub images_per_second: f64,
-    pub elapsed_seconds: f64,
-}
+pub use ember_monitor::StepReport;
+pub use ember_monitor::progress::format_duration;
 
-/// Receives progress; the CLI prints it, tests collect it.
+/// Receives progress; [`monitor::RunMonitor`] records and shows it, tests collect it. An error
+/// stops training (the checkpoints written so far stay intact).
 pub trait TrainingObserver {
-    fn on_step(&mut self, report: &StepReport);
-    fn on_checkpoint(&mut self, _step: usize, _path: &std::path::Path, _seconds: f64) {}
+    /// After each optimiser step; `trainer` holds the updated weights and EMA.
+    fn on_step(&mut self, report: &StepReport, trainer: &Trainer) -> Result<(), RunError>;
+    fn on_checkpoint(
+        &mut self,
+        _step: usize,
+        _path: &std::path::Path,
+        _seconds: f64,
+    ) -> Result<(), RunError> {
+        Ok(())
+    }
     fn on_warning(&mut self, message: &str) {
         eprintln!("warning: {message}");
-    }
-}
-
-/// Prints one line every `every` steps (and on the last step).
-pub struct ProgressLines {
-    every: usize,
-    window_loss: f64,
-    window_steps: usize,
-}
-
-impl ProgressLines {
-    pub fn new(every: usize) -> Self {
-        Self {
-            every: every.max(1),
-            window_loss: 0.0,
-            window_steps: 0,
-        }
-    }
-}
-
-impl TrainingObserver for ProgressLines {
-    fn on_step(&mut self, r: &StepReport) {
-        self.window_loss += r.loss;
-        self.window_steps += 1;
-        if r.step.is_multiple_of(self.every) || r.step == r.total_steps {
-            let remaining = (r.total_steps - r.step) as f64 * r.elapsed_seconds / r.step as f64;
-            println!(
-                "step {:>6}/{} epoch {:>3} loss {:.4} lr {:.2e} grad-norm {:.3} {:.1} img/s eta {}",
-                r.step,
-                r.total_steps,
-                r.epoch,
-                self.window_loss / self.window_steps as f64,
-                r.learning_rate,
-                r.grad_norm,
-                r.images_per_second,
-                format_duration(remaining)
-            );
-            self.window_loss = 0.0;
-            self.window_steps = 0;
-        }
-    }
-
-    fn on_checkpoint(&mut self, step: usize, path: &std::path::Path, seconds: f64) {
-        let bytes: u64 = std::fs::read_dir(path)
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok()?.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        println!(
-            "checkpoint at step {step}: {} ({:.1} MB, written in {:.0} ms)",
-            path.display(),
-            bytes as f64 / 1e6,
-            seconds * 1e3
-        );
-    }
-}
-
-pub fn format_duration(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else {
-        format!("{}m{:02}s", s / 60, s % 60)
     }
 }
 
@@ -321,7 +255,7 @@ impl Trainer {
                 images += n;
                 last_loss = loss;
                 let elapsed = start.elapsed().as_secs_f64();
-                observer.on_step(&StepReport {
+                let report = StepReport {
                     step: self.step,
                     total_steps: t.steps,
                     epoch,
@@ -330,7 +264,9 @@ impl Trainer {
                     grad_norm,
                     images_per_second: images as f64 / elapsed,
                     elapsed_seconds: elapsed,
-                });
+                    start_step,
+                };
+                observer.on_step(&report, self)?;
                 let periodic =
                     t.checkpoint_every > 0 && self.step.is_multiple_of(t.checkpoint_every);
                 if let Some(run) = run
@@ -338,7 +274,7 @@ impl Trainer {
                 {
                     let started = Instant::now();
                     let path = run.save_checkpoint(self)?;
-                    observer.on_checkpoint(self.step, &path, started.elapsed().as_secs_f64());
+                    observer.on_checkpoint(self.step, &path, started.elapsed().as_secs_f64())?;
                 }
                 if self.step >= t.steps {
                     break;
@@ -479,7 +415,9 @@ mod tests {
 
     struct Quiet;
     impl TrainingObserver for Quiet {
-        fn on_step(&mut self, _: &StepReport) {}
+        fn on_step(&mut self, _: &StepReport, _: &Trainer) -> Result<(), RunError> {
+            Ok(())
+        }
     }
 
     fn temp_root(name: &str) -> std::path::PathBuf {

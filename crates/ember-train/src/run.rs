@@ -5,7 +5,10 @@
 //!   config.toml                 the resolved config (every default written out)
 //!   checkpoints/step-00002000/  model.bpk, ema.bpk, optimizer.bpk, state.toml
 //!   checkpoints/latest          name of the newest complete checkpoint
-//!   samples/step-00002000_scale-3.png
+//!   samples/step-00002000_scale-3_classes-0-9.png   grids of the EMA weights, a row per class
+//!   metrics.csv                 loss, smoothed loss, lr, grad norm, images/s of every step
+//!   events.out.tfevents.*       TensorBoard scalars, grids and the config (one file per process)
+//!   loss.png                    the loss curve, drawn when training ends
 //! ```
 
 use crate::Trainer;
@@ -39,6 +42,10 @@ pub enum RunError {
         "loss became {loss} at step {step}; stopping (the last checkpoint is intact). Lower train.learning_rate or check the data"
     )]
     NonFinite { step: usize, loss: f64 },
+    #[error(transparent)]
+    Monitor(#[from] ember_monitor::MonitorError),
+    #[error("sampling failed: {0}")]
+    Sample(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -48,6 +55,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     }
 }
 
+#[derive(Debug, Clone)]
 pub struct RunDir {
     root: PathBuf,
 }
@@ -104,10 +112,13 @@ impl RunDir {
         self.root.join("samples")
     }
 
-    /// `samples/step-00002000_scale-3.png`: step and guidance scale readable from the name.
-    pub fn sample_path(&self, step: usize, scale: f64) -> PathBuf {
-        self.samples_dir()
-            .join(format!("step-{step:08}_scale-{scale}.png"))
+    /// `samples/step-00002000_scale-3_classes-0-9.png`: step, guidance scale and the classes of
+    /// the rows readable from the name.
+    pub fn sample_path(&self, step: usize, scale: f64, classes: &[usize]) -> PathBuf {
+        self.samples_dir().join(format!(
+            "step-{step:08}_scale-{scale}_classes-{}.png",
+            classes_label(classes)
+        ))
     }
 
     /// Writes `config.toml`, atomically: at creation, and after a resume changed a resumable key
@@ -211,5 +222,20 @@ impl RunDir {
         let name = std::fs::read_to_string(&latest)
             .map_err(|_| RunError::NoCheckpoint(self.root.clone()))?;
         Ok(self.checkpoints_dir().join(name.trim()))
+    }
+}
+
+/// `0-9` for a run of consecutive classes, `1+4+7` otherwise.
+pub fn classes_label(classes: &[usize]) -> String {
+    let consecutive = classes.windows(2).all(|w| w[1] == w[0] + 1);
+    match classes {
+        [] => String::from("none"),
+        [one] => one.to_string(),
+        [first, .., last] if consecutive => format!("{first}-{last}"),
+        _ => classes
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join("+"),
     }
 }

@@ -1,14 +1,19 @@
 //! `ember`: train class-conditional diffusion models with classifier-free guidance, and sample
 //! class-guided grids from them.
 
+mod classifier_cmd;
+mod eval_cmd;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use ember_config::{DeviceKind, ExperimentConfig};
 use ember_data::{ImageDataset, Split};
-use ember_sample::grid::{make_grid, write_png};
-use ember_sample::{SampleRequest, sample_images};
+use ember_monitor::progress::ProgressMode;
+use ember_sample::grid::write_png;
+use ember_sample::{SampleRequest, sample_grid};
 use ember_train::checkpoint::{Weights, load_model};
-use ember_train::{ProgressLines, RunDir, Trainer, format_duration, select_device};
+use ember_train::monitor::RunMonitor;
+use ember_train::{RunDir, Trainer, format_duration, select_device};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -131,6 +136,12 @@ enum Command {
     /// Compare two safetensors weight files tensor by tensor; prints the largest absolute
     /// difference (0 means bit-identical values).
     Compare { a: PathBuf, b: PathBuf },
+    /// The domain classifier that `ember eval` scores samples with (`ember classifier train`).
+    Classifier(classifier_cmd::ClassifierArgs),
+    /// Guidance sweep: sample every class at each scale from the same noise and report class
+    /// accuracy, Frechet distance, precision/recall and diversity (eval.csv, eval.json, eval.png,
+    /// a grid per scale, TensorBoard scalars); an interrupted eval resumes where it stopped.
+    Eval(eval_cmd::EvalArgs),
 }
 
 fn main() {
@@ -186,6 +197,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Compare { a, b } => compare(&a, &b),
+        Command::Classifier(args) => classifier_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
         Command::Sample {
             run,
             guidance,
@@ -288,8 +301,7 @@ fn write_sample_grid(
     let m = &config.model;
     let schedule = ember_model::NoiseSchedule::new(&config.diffusion);
     let shape = [m.image_channels, m.image_size, m.image_size];
-    let images = sample_images(model, &schedule, request, shape, device);
-    let grid = make_grid(images, request.classes.len(), request.per_class);
+    let grid = sample_grid(model, &schedule, request, shape, device);
     write_png(&grid, out)?;
     Ok(())
 }
@@ -392,7 +404,9 @@ fn load_training_data(config: &ExperimentConfig, config_path: &Path) -> Result<I
     Ok(dataset)
 }
 
-/// Trains to `train.steps`, then writes the guided grid of the EMA weights.
+/// Trains to `train.steps`, recording as it goes (see ember_train::monitor): grids of the EMA
+/// weights at each `log.sample_scales` scale at the end (and every `log.sample_every` steps),
+/// TensorBoard events, metrics.csv and the loss curve.
 fn run_training(
     mut trainer: Trainer,
     dataset: ImageDataset,
@@ -400,7 +414,6 @@ fn run_training(
     config_path: &Path,
 ) -> Result<()> {
     let config = trainer.config.clone();
-    let device = trainer.device().clone();
     println!(
         "training {} on {} ({} images) for {} steps, batch {}, device {:?}; run directory {}",
         config_path.display(),
@@ -412,28 +425,37 @@ fn run_training(
         run.root().display()
     );
 
-    let mut progress = ProgressLines::new(config.train.log_every);
-    let summary = trainer
-        .train(dataset, Some(run), &mut progress)
-        .context("training stopped")?;
-    println!(
-        "trained {} steps in {} ({:.1} img/s), final loss {:.4}",
-        summary.steps,
-        format_duration(summary.seconds),
-        summary.images_per_second,
-        summary.final_loss
-    );
-
-    let request = SampleRequest::from_config(&config);
-    let out = run.sample_path(trainer.step, request.guidance_scale);
-    let start = Instant::now();
-    write_sample_grid(&trainer.ema, &config, &request, &device, &out)?;
-    println!(
-        "sample grid (EMA weights, scale {}, one row per class): {} ({:.1}s)",
-        request.guidance_scale,
-        out.display(),
-        start.elapsed().as_secs_f64()
-    );
+    let mode = ProgressMode::detect(config.train.log_every);
+    let mut monitor = RunMonitor::open(run, &config, trainer.step, mode)?;
+    let summary = match trainer.train(dataset, Some(run), &mut monitor) {
+        Ok(summary) => summary,
+        Err(e) => {
+            monitor.abandon();
+            return Err(e).context("training stopped");
+        }
+    };
+    if summary.steps == 0 {
+        println!(
+            "nothing to train: the run is at step {} of train.steps = {} (pass --steps to go on)",
+            trainer.step, config.train.steps
+        );
+    } else {
+        println!(
+            "trained {} steps in {} ({:.1} img/s), final loss {:.4}",
+            summary.steps,
+            format_duration(summary.seconds),
+            summary.images_per_second,
+            summary.final_loss
+        );
+    }
+    let loss_plot = monitor.finish()?;
+    println!("loss curve: {}", loss_plot.display());
+    if config.log.tensorboard {
+        println!(
+            "TensorBoard: tensorboard --logdir {}",
+            run.root().parent().unwrap_or(run.root()).display()
+        );
+    }
     Ok(())
 }
 

@@ -1,0 +1,216 @@
+//! What a run records while it trains (the `[log]` table): the history in `metrics.csv`,
+//! TensorBoard scalars, sample grids of the EMA weights at every configured guidance scale
+//! (PNG under `samples/` and TensorBoard images, from the same noise each time so they are
+//! comparable over the run), the resolved config as TensorBoard text, the progress display, and
+//! the loss curve `loss.png` at the end.
+
+use crate::{RunDir, RunError, StepReport, Trainer, TrainingObserver};
+use ember_config::ExperimentConfig;
+use ember_monitor::history::{History, HistoryRow};
+use ember_monitor::plot::{Panel, Series, write_panels};
+use ember_monitor::progress::{Progress, ProgressMode};
+use ember_monitor::tensorboard::EventLog;
+use ember_sample::{SampleRequest, sample_grid};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const HISTORY_FILE: &str = "metrics.csv";
+pub const LOSS_PLOT_FILE: &str = "loss.png";
+
+pub struct RunMonitor {
+    run: RunDir,
+    config: ExperimentConfig,
+    progress: Progress,
+    history: History,
+    events: Option<EventLog>,
+}
+
+impl RunMonitor {
+    /// Opens the records of `run` for a process that trains on from `start_step` (0 for a
+    /// fresh run): history rows past it are dropped, and TensorBoard is told to forget events
+    /// past it, since the steps after the checkpoint are about to be taken again.
+    pub fn open(
+        run: &RunDir,
+        config: &ExperimentConfig,
+        start_step: usize,
+        mode: ProgressMode,
+    ) -> Result<Self, RunError> {
+        let history = History::open(
+            &run.root().join(HISTORY_FILE),
+            start_step,
+            config.log.loss_smoothing,
+        )?;
+        let events = if config.log.tensorboard {
+            let mut events = EventLog::create(run.root())?;
+            if start_step > 0 {
+                events.restart_at(start_step + 1);
+            }
+            events.text("config", start_step, &config_markdown(config));
+            events.flush();
+            Some(events)
+        } else {
+            None
+        };
+        Ok(Self {
+            run: run.clone(),
+            config: config.clone(),
+            progress: Progress::new(mode),
+            history,
+            events,
+        })
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    fn is_sample_step(&self, r: &StepReport) -> bool {
+        let every = self.config.log.sample_every;
+        r.step == r.total_steps || (every > 0 && r.step.is_multiple_of(every))
+    }
+
+    /// One grid per configured scale from the EMA weights, same noise every time.
+    fn write_grids(&mut self, trainer: &Trainer) -> Result<(), RunError> {
+        let m = &self.config.model;
+        let shape = [m.image_channels, m.image_size, m.image_size];
+        for scale in self.config.log_sample_scales() {
+            let started = Instant::now();
+            let mut request = SampleRequest::from_config(&self.config);
+            request.guidance_scale = scale;
+            let grid = sample_grid(
+                &trainer.ema,
+                &trainer.schedule,
+                &request,
+                shape,
+                trainer.device(),
+            );
+            let path = self.run.sample_path(trainer.step, scale, &request.classes);
+            ember_sample::grid::write_png(&grid, &path)
+                .map_err(|e| RunError::Sample(e.to_string()))?;
+            if let Some(events) = &mut self.events {
+                events.image(&format!("samples/scale-{scale}"), trainer.step, &grid);
+                events.flush();
+            }
+            self.progress.info(&format!(
+                "sample grid (EMA weights, scale {scale}, one row per class): {} ({:.1}s)",
+                path.display(),
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Draws `loss.png` from the whole history (earlier sessions of a resumed run included)
+    /// and closes the event file.
+    pub fn finish(mut self) -> Result<PathBuf, RunError> {
+        if let Some(events) = &mut self.events {
+            events.flush();
+        }
+        let path = self.run.root().join(LOSS_PLOT_FILE);
+        write_loss_plot(&self.history, &path)?;
+        Ok(path)
+    }
+
+    /// Call when training stopped on an error, so the bar does not hide it.
+    pub fn abandon(&self) {
+        self.progress.abandon();
+    }
+}
+
+impl TrainingObserver for RunMonitor {
+    fn on_step(&mut self, r: &StepReport, trainer: &Trainer) -> Result<(), RunError> {
+        let smoothed = self.history.record(r)?.smoothed_loss;
+        if let Some(events) = &mut self.events {
+            let mut scalar = |tag: &str, value: f64| {
+                // TensorBoard cannot draw NaN; a skipped batch shows as a gap.
+                if value.is_finite() {
+                    events.scalar(tag, r.step, value);
+                }
+            };
+            scalar("train/loss", r.loss);
+            scalar("train/loss_smoothed", smoothed);
+            scalar("train/learning_rate", r.learning_rate);
+            scalar("train/grad_norm", r.grad_norm);
+            scalar("train/images_per_second", r.images_per_second);
+        }
+        self.progress.step(r);
+        if self.is_sample_step(r) {
+            self.write_grids(trainer)?;
+        }
+        Ok(())
+    }
+
+    fn on_checkpoint(&mut self, step: usize, path: &Path, seconds: f64) -> Result<(), RunError> {
+        if let Some(events) = &mut self.events {
+            events.flush();
+        }
+        self.progress.info(&checkpoint_line(step, path, seconds));
+        Ok(())
+    }
+
+    fn on_warning(&mut self, message: &str) {
+        self.progress.warn(message);
+    }
+}
+
+pub fn checkpoint_line(step: usize, path: &Path, seconds: f64) -> String {
+    let bytes: u64 = std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    format!(
+        "checkpoint at step {step}: {} ({:.1} MB, written in {:.0} ms)",
+        path.display(),
+        bytes as f64 / 1e6,
+        seconds * 1e3
+    )
+}
+
+/// The resolved config as a TOML code block (TensorBoard's text tab renders Markdown).
+fn config_markdown(config: &ExperimentConfig) -> String {
+    let indented: String = config
+        .to_toml()
+        .lines()
+        .map(|line| format!("    {line}\n"))
+        .collect();
+    format!("Resolved config of this run:\n\n{indented}")
+}
+
+fn write_loss_plot(history: &History, path: &Path) -> Result<(), RunError> {
+    let rows = history.rows();
+    // The first steps' loss (~1) dwarfs the rest; the middle panel shows the last 90 %.
+    let tail_from = rows.last().map_or(0, |r| r.step / 10);
+    let series = |name: &str, from: usize, value: fn(&HistoryRow) -> f64| Series {
+        name: name.to_string(),
+        points: rows
+            .iter()
+            .filter(|r| r.step >= from)
+            .map(|r| (r.step as f64, value(r)))
+            .collect(),
+    };
+    let loss_panel = |title: String, from: usize| Panel {
+        title,
+        y_label: "loss".into(),
+        series: vec![
+            series("per step", from, |r| r.loss),
+            series("smoothed", from, |r| r.smoothed_loss),
+        ],
+        markers: false,
+    };
+    let panels = [
+        loss_panel("Training loss (epsilon MSE)".into(), 0),
+        loss_panel(format!("Loss from step {tail_from}"), tail_from),
+        Panel {
+            title: "Learning rate".into(),
+            y_label: "lr".into(),
+            series: vec![series("lr", 0, |r| r.learning_rate)],
+            markers: false,
+        },
+    ];
+    write_panels(path, "step", &panels, 3)?;
+    Ok(())
+}

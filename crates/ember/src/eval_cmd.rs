@@ -1,0 +1,230 @@
+//! `ember eval`: a guidance sweep of a trained run, scored by the domain classifier.
+
+use crate::DeviceArg;
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use ember_config::SamplerKind;
+use ember_data::{ImageDataset, Split};
+use ember_eval::classifier::{Classifier, dataset_fingerprint, default_dir};
+use ember_eval::eval::{
+    EVAL_CSV, EVAL_JSON, EVAL_PLOT, EvalRequest, EvalSettings, FORMAT_VERSION, Progress,
+    TENSORBOARD_DIR, grid_file_name, run_eval,
+};
+use ember_eval::metrics::DEFAULT_K;
+use ember_train::checkpoint::{EMA_FILE, Weights, load_model, verify};
+use ember_train::{RunDir, select_device};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SamplerArg {
+    /// DDIM (Song et al. 2021); --eta 1 makes it DDPM-like.
+    Ddim,
+}
+
+impl From<SamplerArg> for SamplerKind {
+    fn from(s: SamplerArg) -> Self {
+        match s {
+            SamplerArg::Ddim => SamplerKind::Ddim,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Run directory written by `ember train`; its newest checkpoint's EMA weights are sampled.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Guidance scales to evaluate (comma-separated; 1 = no guidance, 0 = unconditional). Scales
+    /// an earlier eval into the same folder finished with the same settings are skipped, and
+    /// kept in the outputs.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,1.5,2,3,5,8")]
+    pub guidance: Vec<f64>,
+    /// Samples per class at each scale (every class of the model is sampled).
+    #[arg(long)]
+    pub samples_per_class: usize,
+    /// Denoising steps [default: sample.steps of the run's config].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Sampler [default: sample.sampler].
+    #[arg(long, value_enum)]
+    pub sampler: Option<SamplerArg>,
+    /// DDIM eta: 0 deterministic, 1 DDPM-like [default: sample.eta].
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// Seed of the initial noise, the same at every scale [default: sample.seed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Images per sampler batch (memory: about 2 x this many UNet activations).
+    #[arg(long, default_value_t = 250)]
+    pub batch_size: usize,
+    /// Checkpoint folder [default: the run's latest].
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Classifier folder written by `ember classifier train` [default: <data root>/classifier].
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
+    /// Output folder [default: <run>/eval].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Discard results in the output folder that were computed with other settings.
+    #[arg(long)]
+    pub restart: bool,
+    /// Samples per class shown in each grid_scale-<s>.png.
+    #[arg(long, default_value_t = 10)]
+    pub grid_columns: usize,
+    /// Device to sample on.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let (run_dir, config) = RunDir::open(&args.run)?;
+    let s = &config.sample;
+    let steps = args.steps.unwrap_or(s.steps);
+    let eta = args.eta.unwrap_or(s.eta);
+    let t = config.diffusion.timesteps;
+    if steps == 0 || steps > t {
+        bail!("--steps must be in 1..={t} (the model's diffusion.timesteps)");
+    }
+    if !(0.0..=1.0).contains(&eta) {
+        bail!("--eta must be in [0, 1]");
+    }
+
+    // The classifier, checked against the run's training data.
+    let root = config.data.resolved_root();
+    let run_config = run_dir.config_path();
+    let hint = run_config.display().to_string();
+    let classifier_dir = args.classifier.unwrap_or_else(|| default_dir(&root));
+    let device = select_device(args.device.into())?;
+    let classifier = Classifier::load(&classifier_dir, &device, &hint)?;
+    let fingerprint = dataset_fingerprint(&root)?;
+    classifier.check_dataset(&classifier_dir, &root, &fingerprint, &hint)?;
+
+    let checkpoint = match args.checkpoint {
+        Some(c) => c,
+        None => run_dir.latest_checkpoint()?,
+    };
+    let state = verify(&checkpoint)?;
+    let model = load_model(&config, &checkpoint, Weights::Ema, &device)?;
+    let classes = config.model.num_classes;
+    let test = ImageDataset::load(&root, Split::Test, classes, 0)?;
+    let train = ImageDataset::load(&root, Split::Train, classes, 0)?;
+    let out_dir = args.out.unwrap_or_else(|| args.run.join("eval"));
+    let m = &config.model;
+    let schedule = ember_model::NoiseSchedule::new(&config.diffusion);
+    use ember_eval::FeatureExtractor;
+    let settings = EvalSettings {
+        format_version: FORMAT_VERSION,
+        weights: format!(
+            "{} {EMA_FILE} {}",
+            checkpoint
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            state.checksums.get(EMA_FILE).cloned().unwrap_or_default()
+        ),
+        num_classes: classes,
+        samples_per_class: args.samples_per_class,
+        sampler: args.sampler.map_or(s.sampler, Into::into),
+        steps,
+        eta,
+        seed: args.seed.unwrap_or(s.seed),
+        batch_size: args.batch_size,
+        classifier: classifier.id(),
+        features: classifier.id(),
+        k: DEFAULT_K,
+    };
+    println!(
+        "evaluating {} (step {}, EMA weights) at scales {:?}: {} samples per class x {classes} classes, {} steps, eta {eta}, seed {}; classifier {} (test accuracy {:.4}); output {}",
+        args.run.display(),
+        state.step,
+        args.guidance,
+        args.samples_per_class,
+        steps,
+        settings.seed,
+        classifier_dir.display(),
+        classifier.meta().test_accuracy,
+        out_dir.display()
+    );
+    let request = EvalRequest {
+        model: &model,
+        schedule: &schedule,
+        image_shape: [m.image_channels, m.image_size, m.image_size],
+        classifier: &classifier,
+        features: &classifier,
+        test: &test,
+        train: &train,
+        scales: args.guidance.clone(),
+        settings,
+        out_dir: out_dir.clone(),
+        restart: args.restart,
+        grid_columns: args.grid_columns,
+        device,
+    };
+    let start = Instant::now();
+    let mut sampled = 0usize;
+    let mut sampling_seconds = 0.0;
+    let file = run_eval(&request, &mut |p| match p {
+        Progress::Reference(r) => println!(
+            "real data (first {} training vs {} test images): accuracy {:.4}, FD floor {:.4}, precision {:.4}, recall {:.4}, diversity {:.4}",
+            r.images, r.test_images, r.accuracy, r.fd, r.precision, r.recall, r.diversity
+        ),
+        Progress::Skipped(row) => println!("skipping scale {} (done)", row.scale),
+        Progress::Sampling { scale, done, total } => {
+            if total > args.batch_size {
+                println!("scale {scale}: {done}/{total} samples");
+            }
+        }
+        Progress::Finished(row) => {
+            sampled += row.samples;
+            sampling_seconds += row.seconds;
+            println!(
+                "scale {}: accuracy {:.4}, FD {:.4}, precision {:.4}, recall {:.4}, diversity {:.4} ({} samples in {:.1}s, {:.1}s per 1000) -> {}",
+                row.scale,
+                row.accuracy,
+                row.fd,
+                row.precision,
+                row.recall,
+                row.diversity,
+                row.samples,
+                row.seconds,
+                1000.0 * row.seconds / row.samples as f64,
+                out_dir.join(grid_file_name(row.scale)).display()
+            );
+        }
+    })
+    .with_context(|| format!("evaluation into {} stopped", out_dir.display()))?;
+    println!(
+        "{:>6} {:>8} {:>10} {:>9} {:>8} {:>9}",
+        "scale", "accuracy", "FD", "precision", "recall", "diversity"
+    );
+    for r in &file.rows {
+        println!(
+            "{:>6} {:>8.4} {:>10.4} {:>9.4} {:>8.4} {:>9.4}",
+            r.scale, r.accuracy, r.fd, r.precision, r.recall, r.diversity
+        );
+    }
+    let r = &file.reference;
+    println!(
+        "{:>6} {:>8.4} {:>10.4} {:>9.4} {:>8.4} {:>9.4}",
+        "real", r.accuracy, r.fd, r.precision, r.recall, r.diversity
+    );
+    if sampled > 0 {
+        println!(
+            "sampled and scored {sampled} images in {:.1}s ({:.1}s per 1000); total {:.1}s",
+            sampling_seconds,
+            1000.0 * sampling_seconds / sampled as f64,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "wrote {}, {}, {}, grid_scale-*.png and {}/ in {}",
+        EVAL_JSON,
+        EVAL_CSV,
+        EVAL_PLOT,
+        TENSORBOARD_DIR,
+        out_dir.display()
+    );
+    Ok(())
+}
