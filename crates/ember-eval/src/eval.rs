@@ -91,6 +91,9 @@ pub struct EvalSettings {
     pub features: String,
     /// `k` of the k-nearest-neighbour manifolds.
     pub k: usize,
+    /// [`FeatureExtractor::id`] of the standard-FID network (`--fid inception`), if used.
+    #[serde(default)]
+    pub fid: Option<String>,
 }
 
 impl EvalSettings {
@@ -126,6 +129,9 @@ pub struct ScaleRow {
     pub recall: f64,
     /// [`metrics::intra_class_diversity`] of the samples, grouped by requested class.
     pub diversity: f64,
+    /// Standard FID (Inception pool features) against as many real test images as samples.
+    #[serde(default)]
+    pub fid: Option<f64>,
     pub samples: usize,
     /// Wall time of this scale (sampling and scoring).
     pub seconds: f64,
@@ -144,6 +150,9 @@ pub struct Reference {
     pub precision: f64,
     pub recall: f64,
     pub diversity: f64,
+    /// Standard FID of those training images against the same real test images as the rows.
+    #[serde(default)]
+    pub fid: Option<f64>,
 }
 
 /// Contents of `eval.json`.
@@ -169,13 +178,23 @@ impl EvalFile {
         self.rows.iter().find(|r| r.scale == scale)
     }
 
-    /// The rows as CSV with a header line.
+    /// The rows as CSV with a header line; the `fid` column only when `--fid` computed one.
     pub fn to_csv(&self) -> String {
-        let mut out =
-            String::from("scale,accuracy,fd,precision,recall,diversity,samples,seconds\n");
+        let with_fid = self.settings.fid.is_some();
+        let mut out = String::from("scale,accuracy,fd,precision,recall,diversity,");
+        out.push_str(if with_fid {
+            "fid,samples,seconds\n"
+        } else {
+            "samples,seconds\n"
+        });
         for r in &self.rows {
+            let fid = match (with_fid, r.fid) {
+                (true, Some(f)) => format!("{f},"),
+                (true, None) => ",".to_string(),
+                (false, _) => String::new(),
+            };
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{:.3}\n",
+                "{},{},{},{},{},{},{fid}{},{:.3}\n",
                 r.scale, r.accuracy, r.fd, r.precision, r.recall, r.diversity, r.samples, r.seconds
             ));
         }
@@ -194,6 +213,8 @@ pub struct EvalRequest<'a> {
     /// The feature space of the Fréchet distance, precision/recall and diversity; usually the
     /// classifier itself.
     pub features: &'a dyn FeatureExtractor,
+    /// The standard-FID network (Inception), when asked for; `settings.fid` names it.
+    pub fid: Option<&'a dyn FeatureExtractor>,
     pub test: &'a ImageDataset,
     pub train: &'a ImageDataset,
     pub scales: Vec<f64>,
@@ -323,6 +344,29 @@ struct RealSide {
     features: FeatureSet,
     stats: GaussianStats,
     radii: Vec<f64>,
+    /// Inception statistics of the first `samples per scale` test images (`--fid`).
+    fid_stats: Option<GaussianStats>,
+}
+
+/// Images per Inception batch: its activations at 299x299 are ~1000x the classifier's.
+const FID_BATCH: usize = 16;
+
+/// Inception statistics of dataset images `0..n`.
+fn dataset_fid_stats(
+    fid: &dyn FeatureExtractor,
+    dataset: &ImageDataset,
+    n: usize,
+    device: &Device,
+) -> GaussianStats {
+    let mut set = FeatureSet::new(fid.feature_dim(), Vec::new());
+    let mut start = 0;
+    while start < n {
+        let end = (start + 100).min(n);
+        let (images, _) = crate::classifier::dataset_batch(dataset, start..end, device);
+        set.extend(&extract_features(fid, images, FID_BATCH));
+        start = end;
+    }
+    GaussianStats::of(&set)
 }
 
 /// Runs the sweep: reuses finished scales of `eval.json`, samples and scores the others, and
@@ -368,10 +412,14 @@ pub fn run_eval(
             batch,
             device,
         );
+        let fid_images = (s.samples_per_class * s.num_classes).min(req.test.len());
         RealSide {
             stats: GaussianStats::of(&test_features),
             radii: metrics::knn_radii(&test_features, s.k),
             features: test_features,
+            fid_stats: req
+                .fid
+                .map(|fid| dataset_fid_stats(fid, req.test, fid_images, device)),
         }
     });
     let mut file = match previous {
@@ -398,6 +446,13 @@ pub fn run_eval(
                     precision: pr.precision,
                     recall: pr.recall,
                     diversity: metrics::intra_class_diversity(&train_features, &train_labels),
+                    fid: req
+                        .fid
+                        .zip(real.fid_stats.as_ref())
+                        .map(|(fid, real_stats)| {
+                            let train_stats = dataset_fid_stats(fid, req.train, n, device);
+                            metrics::frechet_distance(&train_stats, real_stats)
+                        }),
                 },
                 rows: Vec::new(),
             }
@@ -455,6 +510,9 @@ fn evaluate_scale(
     let columns = req.grid_columns.clamp(1, s.samples_per_class);
     let mut grid_pixels = vec![0f32; s.num_classes * columns * pixels];
     let mut features = FeatureSet::new(req.features.feature_dim(), Vec::new());
+    let mut fid_features = req
+        .fid
+        .map(|fid| FeatureSet::new(fid.feature_dim(), Vec::new()));
     let mut correct = 0usize;
     let options = SamplerOptions {
         steps: s.steps,
@@ -482,6 +540,9 @@ fn evaluate_scale(
             .filter(|(p, l)| p == l)
             .count();
         features.extend(&extract_features(req.features, images.clone(), 500));
+        if let (Some(fid), Some(set)) = (req.fid, fid_features.as_mut()) {
+            set.extend(&extract_features(fid, images.clone(), FID_BATCH));
+        }
         if chunk.iter().any(|&(_, j)| j < columns) {
             let values = images
                 .into_data()
@@ -517,6 +578,11 @@ fn evaluate_scale(
         precision: pr.precision,
         recall: pr.recall,
         diversity: metrics::intra_class_diversity(&features, &labels),
+        fid: fid_features
+            .zip(real.fid_stats.as_ref())
+            .map(|(set, real_stats)| {
+                metrics::frechet_distance(&GaussianStats::of(&set), real_stats)
+            }),
         samples: jobs.len(),
         seconds: start.elapsed().as_secs_f64(),
     })
@@ -539,7 +605,7 @@ pub fn write_plot(file: &EvalFile, path: &Path) -> Result<(), EvalError> {
         points: vec![(lo, y), (hi, y)],
     };
     let r = &file.reference;
-    let panels = vec![
+    let mut panels = vec![
         Panel {
             title: "class accuracy (classifier)".into(),
             y_label: "accuracy".into(),
@@ -570,7 +636,23 @@ pub fn write_plot(file: &EvalFile, path: &Path) -> Result<(), EvalError> {
             markers: true,
         },
     ];
-    write_panels(path, "guidance scale", &panels, 2)?;
+    if let Some(real_fid) = r.fid {
+        panels.push(Panel {
+            title: "standard FID (Inception-v3 pool features)".into(),
+            y_label: "FID".into(),
+            series: vec![
+                line("samples", &|r| r.fid.unwrap_or(f64::NAN)),
+                flat("real train (floor)", real_fid),
+            ],
+            markers: true,
+        });
+    }
+    write_panels(
+        path,
+        "guidance scale",
+        &panels,
+        if panels.len() > 4 { 3 } else { 2 },
+    )?;
     Ok(())
 }
 
@@ -594,6 +676,9 @@ pub fn write_tensorboard(file: &EvalFile, out_dir: &Path) -> Result<(), EvalErro
     ] {
         log.scalar(tag, 0, v);
     }
+    if let Some(fid) = r.fid {
+        log.scalar("eval/real_fid", 0, fid);
+    }
     for row in &file.rows {
         let step = tensorboard_step(row.scale);
         log.scalar("eval/accuracy", step, row.accuracy);
@@ -601,6 +686,9 @@ pub fn write_tensorboard(file: &EvalFile, out_dir: &Path) -> Result<(), EvalErro
         log.scalar("eval/precision", step, row.precision);
         log.scalar("eval/recall", step, row.recall);
         log.scalar("eval/diversity", step, row.diversity);
+        if let Some(fid) = row.fid {
+            log.scalar("eval/fid", step, fid);
+        }
         let grid = out_dir.join(grid_file_name(row.scale));
         if let Ok(image) = ember_sample::grid::read_png(&grid) {
             log.image("eval/grid", step, &image);
@@ -635,6 +723,7 @@ mod tests {
             classifier: "classifier-ab".into(),
             features: "classifier-ab".into(),
             k: 3,
+            fid: None,
         }
     }
 
@@ -667,6 +756,7 @@ mod tests {
             precision: 0.75,
             recall: 0.25,
             diversity: 2.0,
+            fid: None,
             samples: 20,
             seconds: 1.0,
         };
@@ -680,6 +770,7 @@ mod tests {
                 precision: 0.9,
                 recall: 0.9,
                 diversity: 3.0,
+                fid: None,
             },
             rows: vec![row(1.0), row(1.5)],
         };

@@ -34,6 +34,38 @@ pub trait FeatureExtractor {
     fn features(&self, images: Tensor<4>) -> Tensor<2>;
 }
 
+/// The FID Inception-v3 of ember-fid (2048-d pool features): `--fid inception`, the standard
+/// FID beside the classifier-feature Fréchet distance.
+pub struct InceptionFeatures {
+    net: ember_fid::InceptionFid,
+    id: String,
+}
+
+impl InceptionFeatures {
+    pub fn load(path: &std::path::Path, device: &Device) -> Result<Self, ember_fid::Error> {
+        let net = ember_fid::InceptionFid::load(path, device)?;
+        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        Ok(Self {
+            net,
+            id: format!("inception-fid ({bytes} bytes)"),
+        })
+    }
+}
+
+impl FeatureExtractor for InceptionFeatures {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    fn feature_dim(&self) -> usize {
+        ember_fid::FEATURE_DIM
+    }
+
+    fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        self.net.features(images)
+    }
+}
+
 /// Runs `extractor` over `images` in batches of `batch` and collects the features on the host.
 ///
 /// # Shapes

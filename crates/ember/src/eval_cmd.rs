@@ -16,6 +16,13 @@ use ember_train::{RunDir, select_device};
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// Extra feature networks for a standard FID.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FidArg {
+    /// The FID Inception-v3 (2048-d pool features; weights from scripts/fid/convert_inception.py)
+    Inception,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum SamplerArg {
     /// DDIM (Song et al. 2021); --eta 1 makes it DDPM-like.
@@ -73,6 +80,13 @@ pub struct EvalArgs {
     /// Samples per class shown in each grid_scale-<s>.png.
     #[arg(long, default_value_t = 10)]
     pub grid_columns: usize,
+    /// Also compute the standard FID with this network, against as many real test images as
+    /// samples per scale (slow on a CPU: about 2 images/s)
+    #[arg(long, value_enum)]
+    pub fid: Option<FidArg>,
+    /// Weights of the FID network
+    #[arg(long, default_value = ember_fid::DEFAULT_WEIGHTS)]
+    pub fid_weights: PathBuf,
     /// Device to sample on.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
@@ -106,6 +120,21 @@ pub fn run(args: EvalArgs) -> Result<()> {
         None => run_dir.latest_checkpoint()?,
     };
     let state = verify(&checkpoint)?;
+    let inception = match args.fid {
+        Some(FidArg::Inception) => {
+            if !args.fid_weights.is_file() {
+                bail!(
+                    "--fid inception needs the FID Inception weights at {}: convert them once with `python3 scripts/fid/convert_inception.py` (or pass --fid-weights)",
+                    args.fid_weights.display()
+                );
+            }
+            Some(ember_eval::InceptionFeatures::load(
+                &args.fid_weights,
+                &device,
+            )?)
+        }
+        None => None,
+    };
     let model = load_model(&config, &checkpoint, Weights::Ema, &device)?;
     let classes = config.model.num_classes;
     let test = ImageDataset::load(&root, Split::Test, classes, 0)?;
@@ -134,6 +163,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         classifier: classifier.id(),
         features: classifier.id(),
         k: DEFAULT_K,
+        fid: inception.as_ref().map(|i| i.id()),
     };
     println!(
         "evaluating {} (step {}, EMA weights) at scales {:?}: {} samples per class x {classes} classes, {} steps, eta {eta}, seed {}; classifier {} (test accuracy {:.4}); output {}",
@@ -153,6 +183,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         image_shape: [m.image_channels, m.image_size, m.image_size],
         classifier: &classifier,
         features: &classifier,
+        fid: inception
+            .as_ref()
+            .map(|i| i as &dyn ember_eval::FeatureExtractor),
         test: &test,
         train: &train,
         scales: args.guidance.clone(),
@@ -167,8 +200,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let mut sampling_seconds = 0.0;
     let file = run_eval(&request, &mut |p| match p {
         Progress::Reference(r) => println!(
-            "real data (first {} training vs {} test images): accuracy {:.4}, FD floor {:.4}, precision {:.4}, recall {:.4}, diversity {:.4}",
-            r.images, r.test_images, r.accuracy, r.fd, r.precision, r.recall, r.diversity
+            "real data (first {} training vs {} test images): accuracy {:.4}, FD floor {:.4}, precision {:.4}, recall {:.4}, diversity {:.4}{}",
+            r.images, r.test_images, r.accuracy, r.fd, r.precision, r.recall, r.diversity, fid_text(r.fid).replace("FID", "FID floor")
         ),
         Progress::Skipped(row) => println!("skipping scale {} (done)", row.scale),
         Progress::Sampling { scale, done, total } => {
@@ -180,13 +213,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
             sampled += row.samples;
             sampling_seconds += row.seconds;
             println!(
-                "scale {}: accuracy {:.4}, FD {:.4}, precision {:.4}, recall {:.4}, diversity {:.4} ({} samples in {:.1}s, {:.1}s per 1000) -> {}",
+                "scale {}: accuracy {:.4}, FD {:.4}, precision {:.4}, recall {:.4}, diversity {:.4}{} ({} samples in {:.1}s, {:.1}s per 1000) -> {}",
                 row.scale,
                 row.accuracy,
                 row.fd,
                 row.precision,
                 row.recall,
                 row.diversity,
+                fid_text(row.fid),
                 row.samples,
                 row.seconds,
                 1000.0 * row.seconds / row.samples as f64,
@@ -195,20 +229,43 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     })
     .with_context(|| format!("evaluation into {} stopped", out_dir.display()))?;
+    let fid_column = |fid: Option<f64>| fid.map(|f| format!(" {f:>10.4}")).unwrap_or_default();
     println!(
-        "{:>6} {:>8} {:>10} {:>9} {:>8} {:>9}",
-        "scale", "accuracy", "FD", "precision", "recall", "diversity"
+        "{:>6} {:>8} {:>10} {:>9} {:>8} {:>9}{}",
+        "scale",
+        "accuracy",
+        "FD",
+        "precision",
+        "recall",
+        "diversity",
+        if file.settings.fid.is_some() {
+            format!(" {:>10}", "FID")
+        } else {
+            String::new()
+        }
     );
     for r in &file.rows {
         println!(
-            "{:>6} {:>8.4} {:>10.4} {:>9.4} {:>8.4} {:>9.4}",
-            r.scale, r.accuracy, r.fd, r.precision, r.recall, r.diversity
+            "{:>6} {:>8.4} {:>10.4} {:>9.4} {:>8.4} {:>9.4}{}",
+            r.scale,
+            r.accuracy,
+            r.fd,
+            r.precision,
+            r.recall,
+            r.diversity,
+            fid_column(r.fid)
         );
     }
     let r = &file.reference;
     println!(
-        "{:>6} {:>8.4} {:>10.4} {:>9.4} {:>8.4} {:>9.4}",
-        "real", r.accuracy, r.fd, r.precision, r.recall, r.diversity
+        "{:>6} {:>8.4} {:>10.4} {:>9.4} {:>8.4} {:>9.4}{}",
+        "real",
+        r.accuracy,
+        r.fd,
+        r.precision,
+        r.recall,
+        r.diversity,
+        fid_column(r.fid)
     );
     if sampled > 0 {
         println!(
@@ -227,4 +284,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         out_dir.display()
     );
     Ok(())
+}
+
+fn fid_text(fid: Option<f64>) -> String {
+    fid.map(|f| format!(", FID {f:.4}")).unwrap_or_default()
 }
