@@ -102,6 +102,7 @@ fn draw_panel<DB: DrawingBackend>(
     let points = || panel.series.iter().flat_map(|s| s.points.iter());
     let x_range = padded_range(points().map(|p| p.0));
     let y_range = padded_range(points().map(|p| p.1));
+    let legend_at = emptiest_corner(points().copied(), &x_range, &y_range);
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 20))
         .margin(12)
@@ -142,10 +143,40 @@ fn draw_panel<DB: DrawingBackend>(
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .label_font(("sans-serif", 13))
-            .position(SeriesLabelPosition::UpperRight)
+            .position(legend_at)
             .draw()?;
     }
     Ok(())
+}
+
+/// The corner with the fewest points, where the legend hides the least (upper right on ties).
+fn emptiest_corner(
+    points: impl Iterator<Item = (f64, f64)>,
+    x: &std::ops::Range<f64>,
+    y: &std::ops::Range<f64>,
+) -> SeriesLabelPosition {
+    // Upper right, upper left, lower right, lower left; a legend covers about a third of the
+    // width and height, so only points in that outer third count.
+    let mut counts = [0usize; 4];
+    for (px, py) in points.filter(|(a, b)| a.is_finite() && b.is_finite()) {
+        let nx = (px - x.start) / (x.end - x.start);
+        let ny = (py - y.start) / (y.end - y.start);
+        let (right, left, upper, lower) = (nx > 0.6, nx < 0.4, ny > 0.65, ny < 0.35);
+        for (i, hit) in [right && upper, left && upper, right && lower, left && lower]
+            .into_iter()
+            .enumerate()
+        {
+            counts[i] += hit as usize;
+        }
+    }
+    let best = (0..4).min_by_key(|&i| counts[i]).unwrap_or(0);
+    [
+        SeriesLabelPosition::UpperRight,
+        SeriesLabelPosition::UpperLeft,
+        SeriesLabelPosition::LowerRight,
+        SeriesLabelPosition::LowerLeft,
+    ][best]
+        .clone()
 }
 
 /// Axis numbers without float noise: `200`, not `200.0`; `2.0e-3`, not `0.0020000000000000005`.
@@ -212,6 +243,16 @@ mod tests {
             (2 * PANEL_WIDTH, 2 * PANEL_HEIGHT)
         );
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn the_legend_goes_where_the_lines_are_not() {
+        let falling = [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0)];
+        let at = emptiest_corner(falling.into_iter(), &(0.0..1.0), &(0.0..1.0));
+        assert!(matches!(at, SeriesLabelPosition::UpperRight));
+        let rising = [(0.0, 0.0), (1.0, 1.0), (0.9, 0.95)];
+        let at = emptiest_corner(rising.into_iter(), &(0.0..1.0), &(0.0..1.0));
+        assert!(matches!(at, SeriesLabelPosition::UpperLeft));
     }
 
     #[test]
