@@ -71,6 +71,14 @@ fn smoke_config(dir: &Path, data_root: &Path) -> PathBuf {
     path
 }
 
+/// The fixture in `dir/data` and the smoke config pointed at it; returns the config's path.
+fn smoke_config_on_fixture(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_fixture(&data);
+    smoke_config(dir, &data)
+}
+
 /// `ember sample` of classes 3 and 7, three each, scale 2, three steps, plus `extra` flags.
 fn sample_two_classes(run: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
@@ -100,10 +108,7 @@ fn grid_size(rows: usize, cols: usize, side: usize) -> (usize, usize) {
 #[test]
 fn smoke_config_trains_checkpoints_and_samples() {
     let dir = workdir("smoke");
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_fixture(&data);
-    let config = smoke_config(&dir, &data);
+    let config = smoke_config_on_fixture(&dir);
     let run = dir.join("run");
 
     let out = train(&config, &run);
@@ -283,10 +288,7 @@ fn eval_sweep(run: &Path, out: &Path, guidance: &str, extra: &[&str]) -> Output 
 fn classifier_and_eval_write_every_output_and_a_rerun_skips_finished_scales() {
     use ember_eval::eval::{EvalFile, to_json};
     let dir = workdir("eval");
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_fixture(&data);
-    let config = smoke_config(&dir, &data);
+    let config = smoke_config_on_fixture(&dir);
     let run = dir.join("run");
     let out = train(&config, &run);
     assert!(out.status.success(), "{}", text(&out));
@@ -312,9 +314,10 @@ fn classifier_and_eval_write_every_output_and_a_rerun_skips_finished_scales() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("test accuracy"), "{}", text(&out));
-    let meta = std::fs::read_to_string(data.join("classifier/classifier.toml")).unwrap();
+    let meta =
+        std::fs::read_to_string(dir.join("data").join("classifier/classifier.toml")).unwrap();
     assert!(meta.contains("dataset_fingerprint"), "{meta}");
-    assert!(data.join("classifier/classifier.bpk").is_file());
+    assert!(dir.join("data").join("classifier/classifier.bpk").is_file());
 
     // A sweep over two scales writes every output.
     let out = eval_sweep(&run, &evals, "1,3", &[]);
@@ -441,10 +444,7 @@ fn python_with_tensorboard() -> PathBuf {
 #[test]
 fn tensorboard_reads_the_events_grids_and_history_of_a_resumed_run() {
     let dir = workdir("tensorboard");
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_fixture(&data);
-    let config_path = smoke_config(&dir, &data);
+    let config_path = smoke_config_on_fixture(&dir);
     let mut config = ExperimentConfig::load(&config_path).unwrap();
     config.log.sample_every = 2;
     config.log.sample_scales = vec![1.0, 3.0];
