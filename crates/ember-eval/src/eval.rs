@@ -122,18 +122,24 @@ impl EvalSettings {
 pub struct ScaleRow {
     pub scale: f64,
     /// Fraction of samples the classifier assigns to the class they were sampled for.
+    #[serde(deserialize_with = "null_as_nan")]
     pub accuracy: f64,
     /// Fréchet distance to the real test set, in the feature space.
+    #[serde(deserialize_with = "null_as_nan")]
     pub fd: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub precision: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub recall: f64,
     /// [`metrics::intra_class_diversity`] of the samples, grouped by requested class.
+    #[serde(deserialize_with = "null_as_nan")]
     pub diversity: f64,
     /// Standard FID (Inception pool features) against as many real test images as samples.
     #[serde(default)]
     pub fid: Option<f64>,
     pub samples: usize,
     /// Wall time of this scale (sampling and scoring).
+    #[serde(deserialize_with = "null_as_nan")]
     pub seconds: f64,
 }
 
@@ -145,14 +151,25 @@ pub struct ScaleRow {
 pub struct Reference {
     pub images: usize,
     pub test_images: usize,
+    #[serde(deserialize_with = "null_as_nan")]
     pub accuracy: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub fd: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub precision: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub recall: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub diversity: f64,
     /// Standard FID of those training images against the same real test images as the rows.
     #[serde(default)]
     pub fid: Option<f64>,
+}
+
+/// serde_json writes a NaN metric (a diverged model) as `null`; read it back as NaN so such a
+/// file still resumes.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Contents of `eval.json`.
@@ -786,5 +803,16 @@ mod tests {
         assert_eq!(grid_file_name(1.5), "grid_scale-1.5.png");
         assert_eq!(tensorboard_step(1.5), 150);
         assert_eq!(tensorboard_step(0.0), 0);
+
+        // A diverged model's NaN metrics are written as null and read back as NaN, so the
+        // file still resumes.
+        let mut diverged = file.clone();
+        diverged.rows[0].fd = f64::NAN;
+        diverged.reference.recall = f64::NAN;
+        let text = to_json(&diverged);
+        assert!(text.contains("null"), "{text}");
+        let back: EvalFile = serde_json::from_str(&text).unwrap();
+        assert!(back.rows[0].fd.is_nan() && back.reference.recall.is_nan());
+        assert_eq!(back.rows[1], diverged.rows[1]);
     }
 }
