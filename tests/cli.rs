@@ -219,6 +219,26 @@ fn unknown_config_key_is_rejected_by_name_with_non_zero_exit() {
 }
 
 #[test]
+fn gzipped_idx_files_train_like_raw_ones() {
+    use std::io::Write;
+    let dir = workdir("gzip");
+    let config = smoke_config_on_fixture(&dir);
+    for entry in std::fs::read_dir(dir.join("data")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&std::fs::read(&path).unwrap()).unwrap();
+        let mut name = path.file_name().unwrap().to_os_string();
+        name.push(".gz");
+        std::fs::write(path.with_file_name(name), gz.finish().unwrap()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+    }
+    let out = train(&config, &dir.join("run"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("step      4/4"), "{}", text(&out));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn truncated_dataset_file_is_named_in_the_error() {
     let dir = workdir("truncated");
     let data = dir.join("data");

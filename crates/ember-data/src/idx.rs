@@ -1,7 +1,8 @@
 //! Reader for the IDX format of LeCun's MNIST files (also used by Fashion-MNIST).
 //!
 //! Layout: two zero bytes, a type byte (0x08 = unsigned byte, the only type these datasets use),
-//! a dimension count, one big-endian u32 per dimension, then the row-major data.
+//! a dimension count, one big-endian u32 per dimension, then the row-major data. Files may be
+//! gzipped as published (`train-images-idx3-ubyte.gz`); the gzip magic is recognised.
 
 use std::path::{Path, PathBuf};
 
@@ -23,16 +24,41 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads an unsigned-byte IDX file, checking that its size matches its header exactly.
+/// Reads an unsigned-byte IDX file (raw or gzipped), checking that its size matches its
+/// header exactly.
 pub fn read_idx(path: &Path) -> Result<IdxArray, IdxError> {
-    let bytes = std::fs::read(path).map_err(|source| IdxError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_idx_bytes(path)?;
     parse_idx(&bytes).map_err(|message| IdxError::Format {
         path: path.to_path_buf(),
         message,
     })
+}
+
+/// The IDX bytes of a file, gunzipped when it starts with the gzip magic.
+pub fn read_idx_bytes(path: &Path) -> Result<Vec<u8>, IdxError> {
+    let bytes = std::fs::read(path).map_err(|source| IdxError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes);
+    }
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut raw).map_err(
+        |e| IdxError::Format {
+            path: path.to_path_buf(),
+            message: format!("gzip stream is damaged ({e}); expected a gzipped IDX file"),
+        },
+    )?;
+    Ok(raw)
+}
+
+/// `root/name`, or `root/name.gz` when only the gzipped file is there.
+pub fn find_idx_file(root: &Path, name: &str) -> Option<PathBuf> {
+    [name.to_string(), format!("{name}.gz")]
+        .into_iter()
+        .map(|n| root.join(n))
+        .find(|p| p.is_file())
 }
 
 /// Parses IDX bytes; the error says what was expected.
@@ -152,6 +178,36 @@ mod tests {
         let mut bytes = encode_idx(&[2], &[1, 2]);
         bytes.push(0);
         assert!(parse_idx(&bytes).unwrap_err().contains("trailing"));
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn gzipped_files_read_like_raw_ones_and_damage_is_named() {
+        let dir = std::env::temp_dir().join(format!("ember-idx-gz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data: Vec<u8> = (0..60).collect();
+        let raw = encode_idx(&[3, 4, 5], &data);
+        std::fs::write(dir.join("a-idx3-ubyte.gz"), gzip(&raw)).unwrap();
+        let path = find_idx_file(&dir, "a-idx3-ubyte").unwrap();
+        assert!(path.ends_with("a-idx3-ubyte.gz"));
+        assert_eq!(read_idx(&path).unwrap(), parse_idx(&raw).unwrap());
+        assert!(find_idx_file(&dir, "b-idx3-ubyte").is_none());
+
+        let mut damaged = gzip(&raw);
+        damaged.truncate(damaged.len() / 2);
+        std::fs::write(&path, damaged).unwrap();
+        let err = read_idx(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("a-idx3-ubyte.gz") && err.contains("gzip stream is damaged"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

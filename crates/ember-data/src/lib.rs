@@ -64,16 +64,14 @@ impl ImageDataset {
         limit: usize,
     ) -> Result<Self, DataError> {
         let (images_name, labels_name) = split.file_names();
-        for name in [images_name, labels_name] {
-            if !root.join(name).is_file() {
-                return Err(DataError::Missing {
-                    root: root.to_path_buf(),
-                    file: name.to_string(),
-                });
-            }
-        }
-        let images_path = root.join(images_name);
-        let labels_path = root.join(labels_name);
+        let find = |name: &str| {
+            idx::find_idx_file(root, name).ok_or_else(|| DataError::Missing {
+                root: root.to_path_buf(),
+                file: format!("{name} (or {name}.gz)"),
+            })
+        };
+        let images_path = find(images_name)?;
+        let labels_path = find(labels_name)?;
         let images = read_idx(&images_path)?;
         let labels = read_idx(&labels_path)?;
         let invalid = |path: &Path, message: String| DataError::Invalid {

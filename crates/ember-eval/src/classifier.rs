@@ -101,9 +101,11 @@ pub fn checksum(bytes: &[u8]) -> String {
 pub fn dataset_fingerprint(root: &Path) -> Result<String, ClassifierError> {
     let (images, labels) = Split::Train.file_names();
     let mut h = Fnv1a::new();
+    // The decoded IDX bytes, so a gzipped copy of the same data has the same fingerprint.
     for name in [images, labels] {
-        let path = root.join(name);
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let path = ember_data::idx::find_idx_file(root, name).unwrap_or_else(|| root.join(name));
+        let bytes = ember_data::idx::read_idx_bytes(&path)
+            .map_err(|e| ClassifierError::Data(e.to_string()))?;
         h.update(&bytes);
     }
     Ok(h.hex())
