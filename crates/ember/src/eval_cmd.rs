@@ -244,29 +244,24 @@ pub fn run(args: EvalArgs) -> Result<()> {
             String::new()
         }
     );
-    for r in &file.rows {
+    let table_row = |label: String, m: [f64; 5], fid: Option<f64>| {
         println!(
-            "{:>6} {:>8.4} {:>10.4} {:>9.4} {:>8.4} {:>9.4}{}",
-            r.scale,
-            r.accuracy,
-            r.fd,
-            r.precision,
-            r.recall,
-            r.diversity,
-            fid_column(r.fid)
+            "{label:>6} {:>8.4} {:>10.4} {:>9.4} {:>8.4} {:>9.4}{}",
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            m[4],
+            fid_column(fid)
         );
+    };
+    for r in &file.rows {
+        let metrics = [r.accuracy, r.fd, r.precision, r.recall, r.diversity];
+        table_row(r.scale.to_string(), metrics, r.fid);
     }
     let r = &file.reference;
-    println!(
-        "{:>6} {:>8.4} {:>10.4} {:>9.4} {:>8.4} {:>9.4}{}",
-        "real",
-        r.accuracy,
-        r.fd,
-        r.precision,
-        r.recall,
-        r.diversity,
-        fid_column(r.fid)
-    );
+    let metrics = [r.accuracy, r.fd, r.precision, r.recall, r.diversity];
+    table_row("real".into(), metrics, r.fid);
     if sampled > 0 {
         println!(
             "sampled and scored {sampled} images in {:.1}s ({:.1}s per 1000); total {:.1}s",
