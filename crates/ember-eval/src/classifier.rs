@@ -25,6 +25,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use ember_config::{ClassifierConfig, DatasetKind};
 use ember_data::{ImageDataset, Split, pixel_to_unit};
+use ember_model::hash::Fnv1a;
 use ember_model::rng::{Rng, Stream, derive_seed};
 use ember_model::with_backend_rng;
 use serde::{Deserialize, Serialize};
@@ -68,33 +69,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClassifierError + '_ {
     }
 }
 
-/// 64-bit FNV-1a, fed incrementally.
-#[derive(Debug, Clone, Copy)]
-struct Fnv1a(u64);
-
-impl Fnv1a {
-    fn new() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    fn hex(self) -> String {
-        format!("{:016x}", self.0)
-    }
-}
-
 /// FNV-1a (64 bits) of one byte string, as hex: the checksum of the weights file.
-pub fn checksum(bytes: &[u8]) -> String {
-    let mut h = Fnv1a::new();
-    h.update(bytes);
-    h.hex()
-}
+pub use ember_model::hash::fnv1a as checksum;
 
 /// The dataset fingerprint: FNV-1a (64 bits) over the bytes of the training images file, then
 /// the training labels file, of the IDX folder `root`.

@@ -1,6 +1,7 @@
 //! Ember's model crate: the class-conditional UNet, the noise schedule, the training loss and
 //! the host-side random streams that training and sampling share.
 
+pub mod hash;
 pub mod loss;
 pub mod rng;
 pub mod schedule;

@@ -50,15 +50,7 @@ pub struct CheckpointState {
     pub checksums: std::collections::BTreeMap<String, String>,
 }
 
-/// FNV-1a, 64 bits: a cheap checksum (not a cryptographic hash).
-pub fn fnv1a(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
+pub use ember_model::hash::fnv1a;
 
 /// Writes every file of a checkpoint into `dir`, each flushed to disk, `state.toml` last.
 pub fn write(trainer: &Trainer, dir: &Path) -> Result<(), CheckpointError> {
