@@ -354,6 +354,14 @@ impl Classifier {
         self.net.forward(images).1
     }
 
+    /// Logits and penultimate features from one forward pass (the eval needs both).
+    ///
+    /// # Shapes
+    /// - images: `[n, 1, s, s]` in [-1, 1] -> (`[n, classes]`, `[n, feature_dim]`)
+    pub fn logits_and_features(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        self.net.forward(images)
+    }
+
     /// Predicted class of each image, in batches of `batch`.
     pub fn predict(&self, images: Tensor<4>, batch: usize) -> Vec<usize> {
         let [n, _, _, _] = images.dims();

@@ -22,7 +22,7 @@
 
 use crate::classifier::{Classifier, argmax_rows};
 use crate::metrics::{self, FeatureSet, GaussianStats};
-use crate::{FeatureExtractor, extract_features};
+use crate::{FeatureExtractor, extract_features, to_feature_set};
 use burn::prelude::*;
 use ember_config::SamplerKind;
 use ember_data::ImageDataset;
@@ -226,10 +226,9 @@ pub struct EvalRequest<'a> {
     pub schedule: &'a NoiseSchedule,
     /// `[channels, size, size]` of the model's images.
     pub image_shape: [usize; 3],
+    /// Scores the samples: its logits give the accuracy, its penultimate features the space of
+    /// the Fréchet distance, precision/recall and diversity (both from one forward pass).
     pub classifier: &'a Classifier,
-    /// The feature space of the Fréchet distance, precision/recall and diversity; usually the
-    /// classifier itself.
-    pub features: &'a dyn FeatureExtractor,
     /// The standard-FID network (Inception), when asked for; `settings.fid` names it.
     pub fid: Option<&'a dyn FeatureExtractor>,
     pub test: &'a ImageDataset,
@@ -333,23 +332,23 @@ fn check(req: &EvalRequest) -> Result<(), EvalError> {
     Ok(())
 }
 
-/// Features and class predictions of dataset images `0..n`, in batches.
+/// Classifier features, labels and predicted classes of dataset images `0..n`, in batches.
 fn dataset_features(
-    features: &dyn FeatureExtractor,
     classifier: &Classifier,
     dataset: &ImageDataset,
     n: usize,
     batch: usize,
     device: &Device,
 ) -> (FeatureSet, Vec<usize>, Vec<usize>) {
-    let mut set = FeatureSet::new(features.feature_dim(), Vec::new());
+    let mut set = FeatureSet::new(classifier.feature_dim(), Vec::new());
     let (mut labels, mut predicted) = (Vec::new(), Vec::new());
     let mut start = 0;
     while start < n {
         let end = (start + batch).min(n);
         let (images, l) = crate::classifier::dataset_batch(dataset, start..end, device);
-        predicted.extend(argmax_rows(classifier.logits(images.clone())));
-        set.extend(&extract_features(features, images, batch));
+        let (logits, features) = classifier.logits_and_features(images);
+        predicted.extend(argmax_rows(logits));
+        set.extend(&to_feature_set(features));
         labels.extend(l);
         start = end;
     }
@@ -421,14 +420,8 @@ pub fn run_eval(
         .as_ref()
         .is_none_or(|file| req.scales.iter().any(|&scale| file.row(scale).is_none()));
     let real = needs_real.then(|| {
-        let (test_features, _, _) = dataset_features(
-            req.features,
-            req.classifier,
-            req.test,
-            req.test.len(),
-            batch,
-            device,
-        );
+        let (test_features, _, _) =
+            dataset_features(req.classifier, req.test, req.test.len(), batch, device);
         let fid_images = (s.samples_per_class * s.num_classes).min(req.test.len());
         RealSide {
             stats: GaussianStats::of(&test_features),
@@ -445,7 +438,7 @@ pub fn run_eval(
             let real = real.as_ref().expect("a new file computes the real side");
             let n = (s.samples_per_class * s.num_classes).min(req.train.len());
             let (train_features, train_labels, predicted) =
-                dataset_features(req.features, req.classifier, req.train, n, batch, device);
+                dataset_features(req.classifier, req.train, n, batch, device);
             let pr =
                 metrics::precision_recall(&real.features, Some(&real.radii), &train_features, s.k);
             let correct = predicted
@@ -526,7 +519,7 @@ fn evaluate_scale(
         .collect();
     let columns = req.grid_columns.clamp(1, s.samples_per_class);
     let mut grid_pixels = vec![0f32; s.num_classes * columns * pixels];
-    let mut features = FeatureSet::new(req.features.feature_dim(), Vec::new());
+    let mut features = FeatureSet::new(req.classifier.feature_dim(), Vec::new());
     let mut fid_features = req
         .fid
         .map(|fid| FeatureSet::new(fid.feature_dim(), Vec::new()));
@@ -550,13 +543,14 @@ fn evaluate_scale(
         let images = match s.sampler {
             SamplerKind::Ddim => ddim(&guided, req.schedule, x_t, options, &mut step_noise),
         };
-        let predicted = argmax_rows(req.classifier.logits(images.clone()));
+        let (logits, classifier_features) = req.classifier.logits_and_features(images.clone());
+        let predicted = argmax_rows(logits);
         correct += predicted
             .iter()
             .zip(&labels)
             .filter(|(p, l)| p == l)
             .count();
-        features.extend(&extract_features(req.features, images.clone(), 500));
+        features.extend(&to_feature_set(classifier_features));
         if let (Some(fid), Some(set)) = (req.fid, fid_features.as_mut()) {
             set.extend(&extract_features(fid, images.clone(), FID_BATCH));
         }

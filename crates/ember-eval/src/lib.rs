@@ -76,17 +76,24 @@ pub fn extract_features(
     batch: usize,
 ) -> FeatureSet {
     let [n, _, _, _] = images.dims();
-    let mut values = Vec::with_capacity(n * extractor.feature_dim());
+    let mut set = FeatureSet::new(extractor.feature_dim(), Vec::new());
     let mut start = 0;
     while start < n {
         let len = batch.max(1).min(n - start);
-        let f = extractor.features(images.clone().narrow(0, start, len));
-        values.extend(
-            f.into_data()
-                .try_into_vec_as::<f32>()
-                .expect("f32 features"),
-        );
+        set.extend(&to_feature_set(
+            extractor.features(images.clone().narrow(0, start, len)),
+        ));
         start += len;
     }
-    FeatureSet::from_f32(extractor.feature_dim(), &values)
+    set
+}
+
+/// Copies `[n, d]` features to the host.
+pub fn to_feature_set(features: Tensor<2>) -> FeatureSet {
+    let [_, d] = features.dims();
+    let values = features
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .expect("f32 features");
+    FeatureSet::from_f32(d, &values)
 }

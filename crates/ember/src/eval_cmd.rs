@@ -182,7 +182,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
         schedule: &schedule,
         image_shape: [m.image_channels, m.image_size, m.image_size],
         classifier: &classifier,
-        features: &classifier,
         fid: inception
             .as_ref()
             .map(|i| i as &dyn ember_eval::FeatureExtractor),
