@@ -11,8 +11,8 @@
 //!   classifier.toml   ClassifierMeta: dataset fingerprint, test accuracy, shape, settings
 //! ```
 //!
-//! The fingerprint is a hash of the training split's two IDX files, so a classifier is never
-//! silently used to score samples of a model trained on other data.
+//! The fingerprint is a hash of the training split as loaded (pixels and labels), so a
+//! classifier is never silently used to score samples of a model trained on other data.
 
 use crate::FeatureExtractor;
 use burn::module::{ModuleVisitor, Param};
@@ -24,7 +24,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use ember_config::{ClassifierConfig, DatasetKind};
-use ember_data::{ImageDataset, Split, pixel_to_unit};
+use ember_data::{ImageDataset, pixel_to_unit};
 use ember_model::hash::Fnv1a;
 use ember_model::rng::{Rng, Stream, derive_seed};
 use ember_model::with_backend_rng;
@@ -72,19 +72,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClassifierError + '_ {
 /// FNV-1a (64 bits) of one byte string, as hex: the checksum of the weights file.
 pub use ember_model::hash::fnv1a as checksum;
 
-/// The dataset fingerprint: FNV-1a (64 bits) over the bytes of the training images file, then
-/// the training labels file, of the IDX folder `root`.
-pub fn dataset_fingerprint(root: &Path) -> Result<String, ClassifierError> {
-    let (images, labels) = Split::Train.file_names();
+/// The dataset fingerprint: FNV-1a (64 bits) over the pixels, then the labels (u16
+/// little-endian) of a training split as loaded. It depends on the decoded data only, so a
+/// gzipped copy of an IDX file has the same fingerprint as the raw one.
+pub fn dataset_fingerprint(train: &ImageDataset) -> String {
+    let (pixels, labels) = train.raw_parts();
     let mut h = Fnv1a::new();
-    // The decoded IDX bytes, so a gzipped copy of the same data has the same fingerprint.
-    for name in [images, labels] {
-        let path = ember_data::idx::find_idx_file(root, name).unwrap_or_else(|| root.join(name));
-        let bytes = ember_data::idx::read_idx_bytes(&path)
-            .map_err(|e| ClassifierError::Data(e.to_string()))?;
-        h.update(&bytes);
+    h.update(pixels);
+    for label in labels {
+        h.update(&label.to_le_bytes());
     }
-    Ok(h.hex())
+    h.hex()
 }
 
 /// Where `ember classifier train` saves and `ember eval` looks for the classifier of the data in
@@ -97,12 +95,13 @@ pub fn default_dir(root: &Path) -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClassifierNetConfig {
     pub num_classes: usize,
-    /// Side of the square single-channel input.
+    /// Channels (1 grey, 3 RGB) and side of the square input.
+    pub image_channels: usize,
     pub image_size: usize,
     pub feature_dim: usize,
 }
 
-/// `conv3x3(1→32) relu pool2 | conv3x3(32→64) relu pool2 | conv3x3(64→64) relu | linear(→
+/// `conv3x3(channels→32) relu pool2 | conv3x3(32→64) relu pool2 | conv3x3(64→64) relu | linear(→
 /// feature_dim) relu` = the features `|` `linear(→ num_classes)` = the logits.
 #[derive(Module, Debug)]
 pub struct ClassifierNet {
@@ -140,7 +139,7 @@ impl ClassifierNetConfig {
     pub fn init(&self, device: &Device, seed: u64) -> ClassifierNet {
         with_backend_rng(device, seed, || {
             let net = ClassifierNet {
-                conv1: conv3x3(1, 32, device),
+                conv1: conv3x3(self.image_channels, 32, device),
                 conv2: conv3x3(32, 64, device),
                 conv3: conv3x3(64, 64, device),
                 pool: MaxPool2dConfig::new([2, 2]).init(),
@@ -155,7 +154,7 @@ impl ClassifierNetConfig {
 
 impl ClassifierNet {
     /// # Shapes
-    /// - x: `[n, 1, s, s]` in [-1, 1] -> (logits `[n, classes]`, features `[n, feature_dim]`)
+    /// - x: `[n, channels, s, s]` in [-1, 1] -> (logits `[n, classes]`, features `[n, feature_dim]`)
     pub fn forward(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let x = self.pool.forward(relu(self.conv1.forward(x))); // [n, 32, s/2, s/2]
         let x = self.pool.forward(relu(self.conv2.forward(x))); // [n, 64, s/4, s/4]
@@ -172,11 +171,14 @@ impl ClassifierNet {
 pub struct ClassifierMeta {
     pub format_version: u32,
     pub dataset: DatasetKind,
-    /// The IDX folder it was trained on (for the reader; the fingerprint is what is checked).
+    /// The folder it was trained on (for the reader; the fingerprint is what is checked).
     pub dataset_root: PathBuf,
     /// [`dataset_fingerprint`] of that folder.
     pub dataset_fingerprint: String,
     pub num_classes: usize,
+    /// 1 (grey) or 3 (RGB); classifiers saved before RGB support are grey.
+    #[serde(default = "grey")]
+    pub image_channels: usize,
     pub image_size: usize,
     pub feature_dim: usize,
     pub train_images: usize,
@@ -188,6 +190,10 @@ pub struct ClassifierMeta {
     pub weights_checksum: String,
     /// The `[classifier]` settings it was trained with (epochs, batch size, ...).
     pub config: ClassifierConfig,
+}
+
+fn grey() -> usize {
+    1
 }
 
 /// A trained classifier on an inference device.
@@ -207,14 +213,14 @@ pub struct TrainSpec<'a> {
     pub test: &'a ImageDataset,
 }
 
-/// Images `indices` of a dataset as a `[n, 1, h, w]` tensor in [-1, 1], with their labels.
+/// Images `indices` of a dataset as a `[n, channels, h, w]` tensor in [-1, 1], with their labels.
 pub fn dataset_batch(
     dataset: &ImageDataset,
     indices: impl IntoIterator<Item = usize>,
     device: &Device,
 ) -> (Tensor<4>, Vec<usize>) {
     use burn::data::dataset::Dataset;
-    let (h, w) = dataset.image_size();
+    let [c, h, w] = dataset.shape();
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
     for i in indices {
@@ -224,7 +230,7 @@ pub fn dataset_batch(
     }
     let n = labels.len();
     (
-        Tensor::from_data(TensorData::new(pixels, [n, 1, h, w]), device),
+        Tensor::from_data(TensorData::new(pixels, [n, c, h, w]), device),
         labels,
     )
 }
@@ -256,6 +262,7 @@ impl Classifier {
         }
         let shape = ClassifierNetConfig {
             num_classes: spec.num_classes,
+            image_channels: spec.train.channels(),
             image_size: h,
             feature_dim: c.feature_dim,
         };
@@ -318,6 +325,7 @@ impl Classifier {
                 dataset_root: spec.root.to_path_buf(),
                 dataset_fingerprint,
                 num_classes: spec.num_classes,
+                image_channels: spec.train.channels(),
                 image_size: h,
                 feature_dim: c.feature_dim,
                 train_images: n,
@@ -341,7 +349,7 @@ impl Classifier {
     }
 
     /// # Shapes
-    /// - images: `[n, 1, s, s]` in [-1, 1] -> `[n, classes]`
+    /// - images: `[n, channels, s, s]` in [-1, 1] -> `[n, classes]`
     pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         self.net.forward(images).0
     }
@@ -349,7 +357,7 @@ impl Classifier {
     /// The penultimate layer (after its ReLU).
     ///
     /// # Shapes
-    /// - images: `[n, 1, s, s]` in [-1, 1] -> `[n, feature_dim]`
+    /// - images: `[n, channels, s, s]` in [-1, 1] -> `[n, feature_dim]`
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
         self.net.forward(images).1
     }
@@ -357,7 +365,7 @@ impl Classifier {
     /// Logits and penultimate features from one forward pass (the eval needs both).
     ///
     /// # Shapes
-    /// - images: `[n, 1, s, s]` in [-1, 1] -> (`[n, classes]`, `[n, feature_dim]`)
+    /// - images: `[n, channels, s, s]` in [-1, 1] -> (`[n, classes]`, `[n, feature_dim]`)
     pub fn logits_and_features(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         self.net.forward(images)
     }
@@ -485,6 +493,7 @@ impl Classifier {
         }
         let shape = ClassifierNetConfig {
             num_classes: meta.num_classes,
+            image_channels: meta.image_channels,
             image_size: meta.image_size,
             feature_dim: meta.feature_dim,
         };
@@ -507,7 +516,7 @@ impl Classifier {
             return Ok(());
         }
         Err(ClassifierError::FingerprintMismatch(format!(
-            "the classifier in {} was trained on other data: its dataset fingerprint is {} ({:?} in {}), but the training files in {} hash to {fingerprint}; retrain it with `ember classifier train --config {config_hint}`",
+            "the classifier in {} was trained on other data: its dataset fingerprint is {} ({:?} in {}), but the training data in {} hashes to {fingerprint}; retrain it with `ember classifier train --config {config_hint}`",
             dir.display(),
             self.meta.dataset_fingerprint,
             self.meta.dataset,
@@ -546,6 +555,7 @@ pub fn argmax_rows(logits: Tensor<2>) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ember_data::Split;
     use ember_data::idx::encode_idx;
 
     /// `n` 12x12 images of 3 classes, each a bright bar whose position is the class, plus
@@ -597,8 +607,20 @@ mod tests {
         write_split(&data, "train", 96, 1);
         write_split(&data, "t10k", 30, 2);
         let device = Device::flex();
-        let train = ImageDataset::load(&data, Split::Train, 3, 0).unwrap();
-        let test = ImageDataset::load(&data, Split::Test, 3, 0).unwrap();
+        let load = |root: &Path, split| {
+            let data_config = ember_config::DataConfig {
+                root: root.to_path_buf(),
+                ..Default::default()
+            };
+            let model = ember_config::ModelConfig {
+                num_classes: 3,
+                image_size: 12,
+                ..Default::default()
+            };
+            ImageDataset::load(&data_config, &model, split, 0).unwrap()
+        };
+        let train = load(&data, Split::Train);
+        let test = load(&data, Split::Test);
         let config = ClassifierConfig {
             epochs: 4,
             batch_size: 16,
@@ -614,7 +636,7 @@ mod tests {
             train: &train,
             test: &test,
         };
-        let fingerprint = dataset_fingerprint(&data).unwrap();
+        let fingerprint = dataset_fingerprint(&train);
         let mut lines = Vec::new();
         let mut classifier = Classifier::train(&spec, fingerprint.clone(), &device, &mut |l| {
             lines.push(l.to_string())
@@ -652,7 +674,8 @@ mod tests {
         let other = dir.join("other");
         std::fs::create_dir_all(&other).unwrap();
         write_split(&other, "train", 96, 3);
-        let other_fp = dataset_fingerprint(&other).unwrap();
+        write_split(&other, "t10k", 30, 2);
+        let other_fp = dataset_fingerprint(&load(&other, Split::Train));
         assert_ne!(other_fp, fingerprint);
         let err = loaded
             .check_dataset(&saved, &other, &other_fp, "cfg.toml")
@@ -693,6 +716,7 @@ mod tests {
         let device = Device::flex();
         let shape = ClassifierNetConfig {
             num_classes: 3,
+            image_channels: 1,
             image_size: 8,
             feature_dim: 4,
         };

@@ -30,7 +30,7 @@ use ember_model::rng::{Rng, Stream, derive_seed};
 use ember_model::{NoiseSchedule, UNet};
 use ember_monitor::plot::{Panel, Series, write_panels};
 use ember_monitor::tensorboard::{EventLog, event_files};
-use ember_sample::grid::{GreyImage, make_grid, write_atomic, write_png};
+use ember_sample::grid::{GridImage, make_grid, write_atomic, write_png};
 use ember_sample::{ClassifierFreeGuidance, NoiseSource, SamplerOptions, ddim};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -710,7 +710,7 @@ pub fn write_tensorboard(file: &EvalFile, out_dir: &Path) -> Result<(), EvalErro
 }
 
 /// A grid image in memory (for tests).
-pub fn read_grid(out_dir: &Path, scale: f64) -> Result<GreyImage, EvalError> {
+pub fn read_grid(out_dir: &Path, scale: f64) -> Result<GridImage, EvalError> {
     Ok(ember_sample::grid::read_png(
         &out_dir.join(grid_file_name(scale)),
     )?)

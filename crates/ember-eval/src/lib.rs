@@ -30,7 +30,7 @@ pub trait FeatureExtractor {
     fn feature_dim(&self) -> usize;
 
     /// # Shapes
-    /// - images: `[n, 1, h, w]` in [-1, 1] -> `[n, feature_dim]`
+    /// - images: `[n, channels, h, w]` in [-1, 1] -> `[n, feature_dim]`
     fn features(&self, images: Tensor<4>) -> Tensor<2>;
 }
 
@@ -69,7 +69,7 @@ impl FeatureExtractor for InceptionFeatures {
 /// Runs `extractor` over `images` in batches of `batch` and collects the features on the host.
 ///
 /// # Shapes
-/// - images: `[n, 1, h, w]`
+/// - images: `[n, channels, h, w]`
 pub fn extract_features(
     extractor: &dyn FeatureExtractor,
     images: Tensor<4>,

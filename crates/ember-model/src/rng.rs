@@ -18,6 +18,7 @@ pub enum Stream {
     SamplerInit = 6,
     SamplerStep = 7,
     Init = 8,
+    Flip = 9,
 }
 
 /// SplitMix64's finaliser: a bijective mix with good avalanche, used to derive seeds.
@@ -70,6 +71,21 @@ impl Rng {
         }
     }
 
+    /// A uniformly random permutation of `0..n` (Fisher-Yates).
+    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            order.swap(i, j);
+        }
+        order
+    }
+
+    /// `n` fair coin flips.
+    pub fn coins(&mut self, n: usize) -> Vec<bool> {
+        (0..n).map(|_| self.next_u64() >> 63 == 1).collect()
+    }
+
     /// `n` standard normal samples (Box-Muller, both outputs used).
     pub fn normals(&mut self, n: usize) -> Vec<f32> {
         let mut out = Vec::with_capacity(n + 1);
@@ -110,6 +126,18 @@ mod tests {
         let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
         assert!(mean.abs() < 0.01, "mean {mean}");
         assert!((var - 1.0).abs() < 0.02, "var {var}");
+    }
+
+    #[test]
+    fn permutations_are_complete_and_seeded() {
+        let p = Rng::new(5).permutation(100);
+        let mut sorted = p.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert_eq!(p, Rng::new(5).permutation(100));
+        assert_ne!(p, Rng::new(6).permutation(100));
+        let heads = Rng::new(1).coins(10_000).iter().filter(|&&c| c).count();
+        assert!((4_800..5_200).contains(&heads), "{heads}");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! them fails loudly instead of silently transposing images.
 
 use crate::MonitorError;
-use ember_sample::grid::GreyImage;
+use ember_sample::grid::GridImage;
 use protobuf::RepeatedField;
 use std::path::{Path, PathBuf};
 use tensorboard_proto::event::{Event, SessionLog, SessionLog_SessionStatus};
@@ -66,8 +66,8 @@ impl EventLog {
             .add_summary(tensorboard_rs::summary::scalar(tag, value as f32), step);
     }
 
-    /// A greyscale image, stored as a PNG of exactly `image.width` x `image.height`.
-    pub fn image(&mut self, tag: &str, step: usize, image: &GreyImage) {
+    /// A grey or RGB image, stored as a PNG of exactly `image.width` x `image.height`.
+    pub fn image(&mut self, tag: &str, step: usize, image: &GridImage) {
         let (rgb, dims) = rgb_for_tensorboard_rs(image);
         let mut summary = tensorboard_rs::summary::image(tag, &rgb, &dims);
         // tensorboard-rs records the size transposed; the PNG itself is right.
@@ -91,8 +91,12 @@ impl EventLog {
 
 /// What `tensorboard_rs::summary::image` needs to produce an image `width` wide and `height`
 /// high: RGB interleaved row by row, and `dims = [3, width, height]`.
-fn rgb_for_tensorboard_rs(image: &GreyImage) -> (Vec<u8>, [usize; 3]) {
-    let rgb = image.pixels.iter().flat_map(|&p| [p, p, p]).collect();
+fn rgb_for_tensorboard_rs(image: &GridImage) -> (Vec<u8>, [usize; 3]) {
+    let rgb = if image.channels == 3 {
+        image.pixels.clone()
+    } else {
+        image.pixels.iter().flat_map(|&p| [p, p, p]).collect()
+    };
     (rgb, [3, image.width, image.height])
 }
 
@@ -190,10 +194,11 @@ mod tests {
     }
 
     /// A 5 wide, 3 high image whose pixels all differ, so a transposition shows.
-    fn non_square() -> GreyImage {
-        GreyImage {
+    fn non_square() -> GridImage {
+        GridImage {
             width: 5,
             height: 3,
+            channels: 1,
             pixels: (0..15).map(|i| i * 10).collect(),
         }
     }

@@ -81,7 +81,7 @@ pub fn sample_grid(
     request: &SampleRequest,
     image_shape: [usize; 3],
     device: &Device,
-) -> grid::GreyImage {
+) -> grid::GridImage {
     let images = sample_images(model, schedule, request, image_shape, device);
     grid::make_grid(images, request.classes.len(), request.per_class)
 }

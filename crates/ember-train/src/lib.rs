@@ -18,7 +18,7 @@ use burn::data::dataset::Dataset;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use ember_config::{ExperimentConfig, NonFiniteLoss};
-use ember_data::{ImageBatch, ImageBatcher, ImageDataset};
+use ember_data::{EpochView, ImageBatch, ImageBatcher, ImageDataset};
 use ember_model::rng::{Rng, Stream, derive_seed};
 use ember_model::{NoiseSchedule, UNet, UNetConfig, epsilon_mse, with_backend_rng};
 use std::sync::Arc;
@@ -226,14 +226,22 @@ impl Trainer {
         while self.step < t.steps {
             let epoch = self.step / batches_per_epoch;
             let skip = self.step % batches_per_epoch;
-            // A fresh loader per epoch with a seed derived from the epoch, so any step's batch is
-            // a function of (seed, step) alone.
-            let loader = DataLoaderBuilder::new(ImageBatcher)
+            // A fresh loader per epoch over an order (and flips) drawn from the epoch's streams,
+            // so any step's batch is a function of (seed, step) alone. At most one worker:
+            // Burn splits the data between workers and yields their batches as they arrive,
+            // which would make a step's batch depend on thread timing.
+            let order = Rng::for_stream(self.config.seed, Stream::Shuffle, epoch as u64)
+                .permutation(dataset.len());
+            let flips = if self.config.data.random_flip {
+                Rng::for_stream(self.config.seed, Stream::Flip, epoch as u64).coins(order.len())
+            } else {
+                Vec::new()
+            };
+            let loader = DataLoaderBuilder::new(ImageBatcher::new(dataset.shape()))
                 .batch_size(t.batch_size)
-                .shuffle(derive_seed(self.config.seed, Stream::Shuffle, epoch as u64))
-                .num_workers(self.config.data.num_workers)
+                .num_workers(self.config.data.num_workers.min(1))
                 .set_device(self.device.clone())
-                .build(dataset.clone());
+                .build(EpochView::new(dataset.clone(), order, flips));
             for batch in loader.iter().skip(skip) {
                 let batch = batch.map_err(|e| RunError::Data(e.to_string()))?;
                 let n = batch.labels.len();

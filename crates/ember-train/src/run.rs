@@ -3,6 +3,7 @@
 //! ```text
 //! runs/mnist/
 //!   config.toml                 the resolved config (every default written out)
+//!   classes.txt                 the class names, one per line in label order
 //!   checkpoints/step-00002000/  model.bpk, ema.bpk, optimizer.bpk, state.toml
 //!   checkpoints/latest          name of the newest complete checkpoint
 //!   samples/step-00002000_scale-3_classes-0-9.png   grids of the EMA weights, a row per class
@@ -119,6 +120,29 @@ impl RunDir {
             "step-{step:08}_scale-{scale}_classes-{}.png",
             classes_label(classes)
         ))
+    }
+
+    /// `classes.txt`: the class names of the training data, one per line in label order, so
+    /// samplers can take a class by name.
+    pub fn classes_path(&self) -> PathBuf {
+        self.root.join("classes.txt")
+    }
+
+    /// Writes `classes.txt` atomically.
+    pub fn write_class_names(&self, names: &[String]) -> Result<(), RunError> {
+        let path = self.classes_path();
+        let text: String = names.iter().map(|n| format!("{n}\n")).collect();
+        write_atomic(&path, text.as_bytes()).map_err(io(&path))
+    }
+
+    /// The class names of `classes.txt`, or `None` for a run written before it existed.
+    pub fn class_names(&self) -> Result<Option<Vec<String>>, RunError> {
+        let path = self.classes_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.lines().map(String::from).collect())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(RunError::Io { path, source }),
+        }
     }
 
     /// Writes `config.toml`, atomically: at creation, and after a resume changed a resumable key

@@ -56,9 +56,9 @@ fn train(args: TrainArgs) -> Result<()> {
     let device = select_device(args.device.into())?;
     let root = config.data.resolved_root();
     let classes = config.model.num_classes;
-    let train = ImageDataset::load(&root, Split::Train, classes, 0)?;
-    let test = ImageDataset::load(&root, Split::Test, classes, 0)?;
-    let fingerprint = dataset_fingerprint(&root)?;
+    let train = ImageDataset::load(&config.data, &config.model, Split::Train, 0)?;
+    let test = ImageDataset::load(&config.data, &config.model, Split::Test, 0)?;
+    let fingerprint = dataset_fingerprint(&train);
     let out = args.out.unwrap_or_else(|| default_dir(&root));
     let c = &config.classifier;
     println!(
@@ -79,7 +79,8 @@ fn train(args: TrainArgs) -> Result<()> {
         test: &test,
     };
     let mut classifier =
-        Classifier::train(&spec, fingerprint, &device, &mut |line| println!("{line}"))?;
+        Classifier::train(&spec, fingerprint, &device, &mut |line| println!("{line}"))
+            .context(crate::WhileWorking("classifier training stopped"))?;
     classifier
         .save(&out)
         .with_context(|| format!("cannot save the classifier into {}", out.display()))?;

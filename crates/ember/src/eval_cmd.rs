@@ -112,7 +112,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let classifier_dir = args.classifier.unwrap_or_else(|| default_dir(&root));
     let device = select_device(args.device.into())?;
     let classifier = Classifier::load(&classifier_dir, &device, &hint)?;
-    let fingerprint = dataset_fingerprint(&root)?;
+    let train = ImageDataset::load(&config.data, &config.model, Split::Train, 0)?;
+    let fingerprint = dataset_fingerprint(&train);
     classifier.check_dataset(&classifier_dir, &root, &fingerprint, &hint)?;
 
     let checkpoint = match args.checkpoint {
@@ -137,8 +138,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let model = load_model(&config, &checkpoint, Weights::Ema, &device)?;
     let classes = config.model.num_classes;
-    let test = ImageDataset::load(&root, Split::Test, classes, 0)?;
-    let train = ImageDataset::load(&root, Split::Train, classes, 0)?;
+    let test = ImageDataset::load(&config.data, &config.model, Split::Test, 0)?;
     let out_dir = args.out.unwrap_or_else(|| args.run.join("eval"));
     let m = &config.model;
     let schedule = ember_model::NoiseSchedule::new(&config.diffusion);
@@ -200,7 +200,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let file = run_eval(&request, &mut |p| match p {
         Progress::Reference(r) => println!(
             "real data (first {} training vs {} test images): accuracy {:.4}, FD floor {:.4}, precision {:.4}, recall {:.4}, diversity {:.4}{}",
-            r.images, r.test_images, r.accuracy, r.fd, r.precision, r.recall, r.diversity, fid_text(r.fid).replace("FID", "FID floor")
+            r.images,
+            r.test_images,
+            r.accuracy,
+            r.fd,
+            r.precision,
+            r.recall,
+            r.diversity,
+            fid_text(r.fid).replace("FID", "FID floor")
         ),
         Progress::Skipped(row) => println!("skipping scale {} (done)", row.scale),
         Progress::Sampling { scale, done, total } => {
@@ -226,8 +233,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 out_dir.join(grid_file_name(row.scale)).display()
             );
         }
-    })
-    .with_context(|| format!("evaluation into {} stopped", out_dir.display()))?;
+    });
+    let file = match file {
+        // Settings, request or an unreadable earlier eval.json: the input; the rest: the work.
+        Err(
+            e @ (ember_eval::EvalError::SettingsChanged { .. }
+            | ember_eval::EvalError::Request(_)
+            | ember_eval::EvalError::Invalid { .. }),
+        ) => return Err(e.into()),
+        other => other
+            .with_context(|| format!("evaluation into {} stopped", out_dir.display()))
+            .context(crate::WhileWorking("evaluation stopped"))?,
+    };
     let fid_column = |fid: Option<f64>| fid.map(|f| format!(" {f:>10.4}")).unwrap_or_default();
     println!(
         "{:>6} {:>8} {:>10} {:>9} {:>8} {:>9}{}",

@@ -82,12 +82,14 @@ enum Command {
         /// Guidance scale s: 1 = no guidance, 0 = unconditional [default: sample.guidance_scale].
         #[arg(long)]
         guidance: Option<f64>,
-        /// Class to sample (repeat or comma-separate for several rows) [default: every class].
+        /// Class to sample, by number or by name as in the run's classes.txt (repeat or
+        /// comma-separate for several rows) [default: every class].
         #[arg(long = "class", value_delimiter = ',')]
-        classes: Vec<usize>,
-        /// Class whose prediction replaces the unconditional branch (negative prompting).
+        classes: Vec<String>,
+        /// Class (number or name) whose prediction replaces the unconditional branch
+        /// (negative prompting).
         #[arg(long)]
-        negative_class: Option<usize>,
+        negative_class: Option<String>,
         /// Images per class (grid columns) [default: sample.per_class].
         #[arg(long)]
         per_class: Option<usize>,
@@ -147,7 +149,28 @@ enum Command {
 fn main() {
     if let Err(err) = run(Cli::parse()) {
         eprintln!("error: {err:#}");
-        std::process::exit(1);
+        std::process::exit(exit_code(&err));
+    }
+}
+
+/// Exit codes: 0 done; 2 bad input (arguments, config, data, paths), reported before anything
+/// is written; 1 a failure while working (a non-finite loss, a disk filling up mid-run).
+/// Command-line syntax errors also exit with 2 (clap).
+fn exit_code(err: &anyhow::Error) -> i32 {
+    if err.downcast_ref::<WhileWorking>().is_some() {
+        1
+    } else {
+        2
+    }
+}
+
+/// Context that marks an error as a failure of the work itself rather than of its input.
+#[derive(Debug)]
+pub(crate) struct WhileWorking(pub &'static str);
+
+impl std::fmt::Display for WhileWorking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
     }
 }
 
@@ -215,14 +238,20 @@ fn run(cli: Cli) -> Result<()> {
             out,
         } => {
             let (run_dir, config) = RunDir::open(&run)?;
+            let names = class_names(&run_dir, &config)?;
             let mut request = SampleRequest::from_config(&config);
             if let Some(g) = guidance {
                 request.guidance_scale = g;
             }
             if !classes.is_empty() {
-                request.classes = classes;
+                request.classes = classes
+                    .iter()
+                    .map(|c| resolve_class(c, &names, &run_dir, "--class"))
+                    .collect::<Result<_>>()?;
             }
-            request.negative_class = negative_class;
+            request.negative_class = negative_class
+                .map(|c| resolve_class(&c, &names, &run_dir, "--negative-class"))
+                .transpose()?;
             if let Some(n) = per_class {
                 request.per_class = n;
             }
@@ -265,6 +294,36 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The class names of a run: its classes.txt, or numbers for runs written before it existed.
+fn class_names(run: &RunDir, config: &ExperimentConfig) -> Result<Vec<String>> {
+    Ok(run.class_names()?.unwrap_or_else(|| {
+        (0..config.model.num_classes)
+            .map(|i| i.to_string())
+            .collect()
+    }))
+}
+
+/// A class given by name (case-insensitive; spaces, `_` and `-` alike) or by number.
+fn resolve_class(given: &str, names: &[String], run: &RunDir, flag: &str) -> Result<usize> {
+    let key = |s: &str| s.trim().to_lowercase().replace([' ', '_'], "-");
+    if let Some(i) = names.iter().position(|n| key(n) == key(given)) {
+        return Ok(i);
+    }
+    if let Ok(i) = given.trim().parse::<usize>() {
+        return Ok(i);
+    }
+    let listed: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("{i} {n}"))
+        .collect();
+    bail!(
+        "{flag} {given}: no class of that name in {}; the classes are: {}",
+        run.classes_path().display(),
+        listed.join(", ")
+    )
 }
 
 fn check_request(request: &SampleRequest, config: &ExperimentConfig) -> Result<()> {
@@ -325,6 +384,7 @@ fn train(
         PathBuf::from("runs").join(stem)
     });
     let run = RunDir::create(&run_root, &config, overwrite)?;
+    run.write_class_names(dataset.class_names())?;
     let trainer = Trainer::new(config, &device);
     run_training(trainer, dataset, &run, config_path)
 }
@@ -359,6 +419,9 @@ fn resume_training(
     let device = select_device(config.train.device)?;
     let dataset = load_training_data(&config, &run.config_path())?;
     let (trainer, warnings) = run.resume(&config, &device)?;
+    if run.class_names()?.is_none() {
+        run.write_class_names(dataset.class_names())?;
+    }
     for w in warnings {
         eprintln!("warning: {w}");
     }
@@ -385,23 +448,8 @@ fn apply_overrides(
 }
 
 fn load_training_data(config: &ExperimentConfig, config_path: &Path) -> Result<ImageDataset> {
-    let root = config.data.resolved_root();
-    let dataset = ImageDataset::load(
-        &root,
-        Split::Train,
-        config.model.num_classes,
-        config.data.limit,
-    )?;
-    let (h, w) = dataset.image_size();
-    if h != config.model.image_size || w != config.model.image_size {
-        bail!(
-            "{}: model.image_size is {}, but the images in {} are {h}x{w}",
-            config_path.display(),
-            config.model.image_size,
-            root.display()
-        );
-    }
-    Ok(dataset)
+    ImageDataset::load(&config.data, &config.model, Split::Train, config.data.limit)
+        .with_context(|| format!("cannot load the training data of {}", config_path.display()))
 }
 
 /// Trains to `train.steps`, recording as it goes (see ember_train::monitor): grids of the EMA
@@ -414,11 +462,13 @@ fn run_training(
     config_path: &Path,
 ) -> Result<()> {
     let config = trainer.config.clone();
+    let [c, h, w] = dataset.shape();
     println!(
-        "training {} on {} ({} images) for {} steps, batch {}, device {:?}; run directory {}",
+        "training {} on {} ({} images, {} {c}x{h}x{w}) for {} steps, batch {}, device {:?}; run directory {}",
         config_path.display(),
         config.data.resolved_root().display(),
         burn::data::dataset::Dataset::len(&dataset),
+        config.data.format.name(),
         config.train.steps,
         config.train.batch_size,
         config.train.device,
@@ -431,7 +481,7 @@ fn run_training(
         Ok(summary) => summary,
         Err(e) => {
             monitor.abandon();
-            return Err(e).context("training stopped");
+            return Err(e).context(WhileWorking("training stopped"));
         }
     };
     if summary.steps == 0 {
