@@ -1,83 +1,13 @@
 //! End-to-end tests of the `ember` binary on a generated MNIST-shaped fixture: train the smoke
 //! config, sample from the run, and check the errors users see for bad input.
 
+mod common;
+
+use common::*;
 use ember_config::ExperimentConfig;
-use ember_data::idx::encode_idx;
-use ember_model::rng::Rng;
 use ember_sample::grid::{GRID_PADDING, read_png};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn ember(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("ember runs")
-}
-
-/// `ember train CONFIG --run-dir RUN`.
-fn train(config: &Path, run: &Path) -> Output {
-    ember(&[
-        "train",
-        config.to_str().unwrap(),
-        "--run-dir",
-        run.to_str().unwrap(),
-    ])
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn workdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ember-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// 64 seeded 28x28 images, ten classes, written as the four IDX files.
-fn write_fixture(dir: &Path) {
-    let n = 64;
-    let mut rng = Rng::new(11);
-    let pixels: Vec<u8> = (0..n * 28 * 28).map(|_| rng.below(256) as u8).collect();
-    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-    for prefix in ["train", "t10k"] {
-        std::fs::write(
-            dir.join(format!("{prefix}-images-idx3-ubyte")),
-            encode_idx(&[n, 28, 28], &pixels),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join(format!("{prefix}-labels-idx1-ubyte")),
-            encode_idx(&[n], &labels),
-        )
-        .unwrap();
-    }
-}
-
-/// The shipped smoke config, pointed at a fixture folder.
-fn smoke_config(dir: &Path, data_root: &Path) -> PathBuf {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml");
-    let mut config = ExperimentConfig::load(&shipped).unwrap();
-    config.data.root = data_root.to_path_buf();
-    let path = dir.join("smoke.toml");
-    std::fs::write(&path, config.to_toml()).unwrap();
-    path
-}
-
-/// The fixture in `dir/data` and the smoke config pointed at it; returns the config's path.
-fn smoke_config_on_fixture(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_fixture(&data);
-    smoke_config(dir, &data)
-}
 
 /// `ember sample` of classes 3 and 7, three each, scale 2, three steps, plus `extra` flags.
 fn sample_two_classes(run: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -200,25 +130,6 @@ fn smoke_config_trains_checkpoints_and_samples() {
 }
 
 #[test]
-fn unknown_config_key_is_rejected_by_name_with_non_zero_exit() {
-    let dir = workdir("badkey");
-    let config = dir.join("bad.toml");
-    std::fs::write(&config, "[train]\nsteps = 3\nlearning_rat = 0.1\n").unwrap();
-    let out = train(&config, &dir.join("run"));
-    assert!(!out.status.success());
-    let msg = text(&out);
-    assert!(
-        msg.contains("learning_rat") && msg.contains("bad.toml"),
-        "{msg}"
-    );
-    assert!(
-        !dir.join("run").exists(),
-        "nothing is written for a bad config"
-    );
-    std::fs::remove_dir_all(dir).unwrap();
-}
-
-#[test]
 fn gzipped_idx_files_train_like_raw_ones() {
     use std::io::Write;
     let dir = workdir("gzip");
@@ -238,50 +149,128 @@ fn gzipped_idx_files_train_like_raw_ones() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// The smoke config with another data source: `format`, its folder, classes, channels, size.
+fn format_config(dir: &Path, name: &str, edit: impl FnOnce(&mut ExperimentConfig)) -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml");
+    let mut config = ExperimentConfig::load(&shipped).unwrap();
+    config.train.steps = 2;
+    config.sample.per_class = 1;
+    edit(&mut config);
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config.to_toml()).unwrap();
+    path
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 #[test]
-fn truncated_dataset_file_is_named_in_the_error() {
-    let dir = workdir("truncated");
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_fixture(&data);
-    let images = data.join("train-images-idx3-ubyte");
-    let bytes = std::fs::read(&images).unwrap();
-    std::fs::write(&images, &bytes[..bytes.len() - 100]).unwrap();
-    let config = smoke_config(&dir, &data);
-    let out = train(&config, &dir.join("run"));
-    assert!(!out.status.success());
-    let msg = text(&out);
+fn cifar10_batches_train_in_rgb_and_sample_by_class_name() {
+    let dir = workdir("cifar");
+    let data = dir.join("cifar");
+    write_cifar_fixture(&data, 16);
+    let config = format_config(&dir, "cifar", |c| {
+        c.data.format = ember_config::DataFormat::Cifar10;
+        c.data.root = data.clone();
+        c.model.image_channels = 3;
+        c.model.image_size = 16; // 32x32 records, resized
+    });
+    let run = dir.join("run");
+    let out = train(&config, &run);
+    assert!(out.status.success(), "{}", text(&out));
     assert!(
-        msg.contains("train-images-idx3-ubyte") && msg.contains("truncated"),
-        "{msg}"
+        text(&out).contains("32 images, cifar10 3x16x16"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(lines(&run.join("classes.txt"))[9], "truck");
+    let grid = read_png(&run.join("samples/step-00000002_scale-3_classes-0-9.png")).unwrap();
+    assert_eq!(grid.channels, 3);
+    assert_eq!((grid.width, grid.height), grid_size(10, 1, 16));
+
+    let png = dir.join("trucks-cats.png");
+    let out = ember(&[
+        "sample",
+        "--run",
+        run.to_str().unwrap(),
+        "--class",
+        "Truck,cat",
+        "--steps",
+        "2",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let grid = read_png(&png).unwrap();
+    assert_eq!(
+        (grid.width, grid.height, grid.channels),
+        (grid_size(2, 1, 16).0, grid_size(2, 1, 16).1, 3)
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
-fn sampling_a_class_the_model_lacks_is_an_error() {
-    let dir = workdir("badclass");
-    std::fs::create_dir_all(dir.join("run")).unwrap();
-    std::fs::write(
-        dir.join("run/config.toml"),
-        ExperimentConfig::default().to_toml(),
-    )
-    .unwrap();
+fn image_folders_train_with_flips_identically_on_zero_or_one_loader_thread() {
+    let dir = workdir("folder");
+    let data = dir.join("images");
+    write_image_folder(&data, &["cat", "dog", "sneaker"], 6);
+    let run_with = |workers: usize| {
+        let config = format_config(&dir, &format!("folder-{workers}"), |c| {
+            c.data.format = ember_config::DataFormat::ImageFolder;
+            c.data.root = data.clone();
+            c.data.random_flip = true;
+            c.data.num_workers = workers;
+            c.model.num_classes = 3;
+            c.model.image_channels = 1; // RGB files, converted to grey
+            c.model.image_size = 8; // 20x14 and 16x16 files, fitted
+            c.train.batch_size = 4;
+            c.train.steps = 6; // more than one epoch of 18 images
+        });
+        let run = dir.join(format!("run-{workers}"));
+        let out = train(&config, &run);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("18 images, image-folder 1x8x8"),
+            "{}",
+            text(&out)
+        );
+        run
+    };
+    let (run0, run1) = (run_with(0), run_with(1));
+    assert_eq!(lines(&run0.join("classes.txt")), ["cat", "dog", "sneaker"]);
+    // The loss of every step, hence every batch and flip, is the same on either loader.
+    let losses = |run: &Path| -> Vec<String> {
+        lines(&run.join("metrics.csv"))
+            .iter()
+            .map(|l| l.split(',').take(2).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(losses(&run0).len(), 7, "header and 6 steps");
+    assert_eq!(losses(&run0), losses(&run1));
+
+    let png = dir.join("sneakers.png");
     let out = ember(&[
         "sample",
         "--run",
-        dir.join("run").to_str().unwrap(),
+        run0.to_str().unwrap(),
         "--class",
-        "12",
+        "sneaker",
+        "--per-class",
+        "3",
+        "--steps",
+        "2",
         "--out",
-        dir.join("x.png").to_str().unwrap(),
+        png.to_str().unwrap(),
     ]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("--class 12 is out of range"),
-        "{}",
-        text(&out)
-    );
+    assert!(out.status.success(), "{}", text(&out));
+    let grid = read_png(&png).unwrap();
+    assert_eq!((grid.width, grid.height), grid_size(1, 3, 8));
+    assert_eq!(grid.channels, 1);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

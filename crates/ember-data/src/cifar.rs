@@ -97,7 +97,12 @@ pub fn parse_batch(
     images: &mut Vec<u8>,
     labels: &mut Vec<u16>,
 ) -> Result<(), String> {
-    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
+    if bytes.is_empty() {
+        return Err(format!(
+            "empty file: expected {RECORD}-byte records (1 label byte + 3x32x32 pixels)"
+        ));
+    }
+    if !bytes.len().is_multiple_of(RECORD) {
         return Err(format!(
             "{} bytes is not a whole number of {RECORD}-byte records (1 label byte + 3x32x32 pixels): {} full records and {} bytes left over",
             bytes.len(),
@@ -173,6 +178,6 @@ mod tests {
         let err = parse_batch(&bytes, 2, &mut images, &mut labels).unwrap_err();
         assert!(err.contains("record 1 has label 2"), "{err}");
         let err = parse_batch(&[], 10, &mut images, &mut labels).unwrap_err();
-        assert!(err.contains("0 bytes"), "{err}");
+        assert!(err.contains("empty file"), "{err}");
     }
 }

@@ -24,6 +24,8 @@ pub enum DataError {
     Idx(#[from] IdxError),
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("data folder {root} does not exist; {hint}")]
+    NoFolder { root: PathBuf, hint: String },
     #[error("dataset files not found in {root} (missing {file}); {hint}")]
     Missing {
         root: PathBuf,
@@ -125,9 +127,8 @@ impl ImageDataset {
             _ => data.resolved_root(),
         };
         if !root.is_dir() {
-            return Err(DataError::Missing {
+            return Err(DataError::NoFolder {
                 root: root.clone(),
-                file: "the folder itself".into(),
                 hint: setup_hint(data),
             });
         }

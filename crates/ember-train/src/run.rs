@@ -24,6 +24,11 @@ pub enum RunError {
         "run directory {0} already holds a run (config.toml exists); choose another --run-dir or pass --overwrite"
     )]
     Exists(PathBuf),
+    #[error("cannot create run directory {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -82,8 +87,12 @@ impl RunDir {
                 }
             }
         }
-        std::fs::create_dir_all(run.checkpoints_dir()).map_err(io(root))?;
-        std::fs::create_dir_all(run.samples_dir()).map_err(io(root))?;
+        let create = |source| RunError::Create {
+            path: root.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(run.checkpoints_dir()).map_err(create)?;
+        std::fs::create_dir_all(run.samples_dir()).map_err(create)?;
         run.update_config(config)?;
         Ok(run)
     }

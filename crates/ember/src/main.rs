@@ -148,9 +148,25 @@ enum Command {
 
 fn main() {
     if let Err(err) = run(Cli::parse()) {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", error_chain(&err));
         std::process::exit(exit_code(&err));
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message before
+/// it already quotes (many errors here name their source themselves).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 /// Exit codes: 0 done; 2 bad input (arguments, config, data, paths), reported before anything
@@ -317,7 +333,13 @@ fn resolve_class(given: &str, names: &[String], run: &RunDir, flag: &str) -> Res
     let listed: Vec<String> = names
         .iter()
         .enumerate()
-        .map(|(i, n)| format!("{i} {n}"))
+        .map(|(i, n)| {
+            if *n == i.to_string() {
+                n.clone()
+            } else {
+                format!("{i} {n}")
+            }
+        })
         .collect();
     bail!(
         "{flag} {given}: no class of that name in {}; the classes are: {}",

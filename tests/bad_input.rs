@@ -1,0 +1,626 @@
+//! Bad input never hurts: each malformed config, dataset, argument or path below must stop
+//! `ember` with exit code 2 and a message naming the file (and key or record) and what was
+//! expected, and must leave nothing behind (no run directory, no output file).
+//!
+//! Every case builds its own small fixture in a fresh folder; one test runs them all and lists
+//! every case that misbehaves.
+
+mod common;
+
+use common::*;
+use ember_config::ExperimentConfig;
+use ember_data::idx::encode_idx;
+use std::path::{Path, PathBuf};
+use toml::Value;
+
+/// One malformed input: `setup` builds the fixture in a folder and returns the arguments;
+/// the output must contain every `expect` fragment (`{dir}` stands for the case folder).
+struct Case {
+    name: &'static str,
+    setup: fn(&Path) -> Vec<String>,
+    expect: &'static [&'static str],
+}
+
+/// What every case writes to, if it wrongly wrote anything: the run directory or output file.
+fn out(dir: &Path) -> PathBuf {
+    dir.join("out")
+}
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// `ember train CONFIG --run-dir DIR/out`.
+fn train_args(dir: &Path, config: &Path) -> Vec<String> {
+    vec!["train".into(), s(config), "--run-dir".into(), s(&out(dir))]
+}
+
+/// The smoke config on `data_root` with `edits` (dotted key, TOML value; `None` removes),
+/// written as `dir/cfg.toml`.
+fn config_with(dir: &Path, data_root: &Path, edits: &[(&str, Option<Value>)]) -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml");
+    let mut config = ExperimentConfig::load(&shipped).unwrap();
+    config.data.root = data_root.to_path_buf();
+    let mut value = Value::try_from(&config).unwrap();
+    for (key, new) in edits {
+        let (tables, last) = key.rsplit_once('.').unwrap_or(("", key));
+        let mut table = value.as_table_mut().unwrap();
+        for t in tables.split('.').filter(|t| !t.is_empty()) {
+            table = table
+                .entry(t)
+                .or_insert_with(|| Value::Table(Default::default()))
+                .as_table_mut()
+                .unwrap();
+        }
+        match new {
+            Some(v) => {
+                table.insert(last.to_string(), v.clone());
+            }
+            None => {
+                table.remove(last);
+            }
+        }
+    }
+    let path = dir.join("cfg.toml");
+    std::fs::write(&path, toml::to_string(&value).unwrap()).unwrap();
+    path
+}
+
+/// The IDX fixture in `dir/data` and a config on it with `edits`.
+fn idx_case(dir: &Path, edits: &[(&str, Option<Value>)]) -> Vec<String> {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_fixture(&data);
+    let config = config_with(dir, &data, edits);
+    train_args(dir, &config)
+}
+
+/// The IDX fixture with one of its files replaced by `bytes`.
+fn idx_file_case(dir: &Path, file: &str, bytes: Vec<u8>) -> Vec<String> {
+    let args = idx_case(dir, &[]);
+    std::fs::write(dir.join("data").join(file), bytes).unwrap();
+    args
+}
+
+fn images_file(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("data/train-images-idx3-ubyte")).unwrap()
+}
+
+fn str_value(v: &str) -> Option<Value> {
+    Some(Value::String(v.into()))
+}
+
+fn int(v: i64) -> Option<Value> {
+    Some(Value::Integer(v))
+}
+
+/// A CIFAR-10 config (RGB 32x32, fitted to 8x8 to stay small) on `dir/data`.
+fn cifar_case(dir: &Path, edits: &[(&str, Option<Value>)]) -> Vec<String> {
+    let data = dir.join("data");
+    write_cifar_fixture(&data, 4);
+    let mut all = vec![
+        ("data.format", str_value("cifar10")),
+        ("model.image_channels", int(3)),
+        ("model.image_size", int(8)),
+    ];
+    all.extend_from_slice(edits);
+    let config = config_with(dir, &data, &all);
+    train_args(dir, &config)
+}
+
+/// An image-folder config (classes `a` and `b`, RGB 8x8) on `dir/data`.
+fn folder_case(dir: &Path) -> Vec<String> {
+    let data = dir.join("data");
+    write_image_folder(&data, &["a", "b"], 3);
+    let config = config_with(
+        dir,
+        &data,
+        &[
+            ("data.format", str_value("image-folder")),
+            ("model.num_classes", int(2)),
+            ("model.image_channels", int(3)),
+            ("model.image_size", int(8)),
+        ],
+    );
+    train_args(dir, &config)
+}
+
+/// A trained 2-step run in `dir/run` (for the sampling cases).
+fn trained_run(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_fixture(&data);
+    let config = config_with(dir, &data, &[("train.steps", int(2))]);
+    let run = dir.join("run");
+    let result = train(&config, &run);
+    assert!(result.status.success(), "{}", text(&result));
+    run
+}
+
+fn sample_args(dir: &Path, run: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "sample".into(),
+        "--run".into(),
+        s(run),
+        "--out".into(),
+        s(&out(dir)),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+const CASES: &[Case] = &[
+    // --- the config file ---
+    Case {
+        name: "config file missing",
+        setup: |dir| train_args(dir, &dir.join("nope.toml")),
+        expect: &["cannot read config file", "nope.toml"],
+    },
+    Case {
+        name: "config is not TOML",
+        setup: |dir| {
+            let path = dir.join("cfg.toml");
+            std::fs::write(&path, "[train\nsteps = 4\n").unwrap();
+            train_args(dir, &path)
+        },
+        expect: &["invalid config file", "cfg.toml", "line 1"],
+    },
+    Case {
+        name: "unknown key",
+        setup: |dir| idx_case(dir, &[("train.stepz", int(4))]),
+        expect: &["cfg.toml", "unknown field `stepz`", "expected one of"],
+    },
+    Case {
+        name: "unknown table",
+        setup: |dir| idx_case(dir, &[("trian.steps", int(4))]),
+        expect: &["cfg.toml", "unknown field `trian`"],
+    },
+    Case {
+        name: "mistyped value",
+        setup: |dir| idx_case(dir, &[("train.steps", str_value("four"))]),
+        expect: &["cfg.toml", "steps", "invalid type: string \"four\""],
+    },
+    Case {
+        name: "negative steps",
+        setup: |dir| idx_case(dir, &[("train.steps", int(-5))]),
+        expect: &["cfg.toml", "steps", "-5"],
+    },
+    Case {
+        name: "zero steps",
+        setup: |dir| idx_case(dir, &[("train.steps", int(0))]),
+        expect: &["cfg.toml", "train.steps", "expected at least 1"],
+    },
+    Case {
+        name: "p_uncond 1.5",
+        setup: |dir| idx_case(dir, &[("train.p_uncond", Some(Value::Float(1.5)))]),
+        expect: &["cfg.toml", "train.p_uncond", "expected [0, 1], got 1.5"],
+    },
+    Case {
+        name: "zero classes",
+        setup: |dir| idx_case(dir, &[("model.num_classes", int(0))]),
+        expect: &["cfg.toml", "model.num_classes", "at least one class"],
+    },
+    Case {
+        name: "negative learning rate",
+        setup: |dir| idx_case(dir, &[("train.learning_rate", Some(Value::Float(-0.1)))]),
+        expect: &["cfg.toml", "train.learning_rate", "positive"],
+    },
+    Case {
+        name: "image size the levels cannot halve",
+        setup: |dir| idx_case(dir, &[("model.image_size", int(27))]),
+        expect: &["cfg.toml", "model.channel_mults", "not divisible by 2"],
+    },
+    Case {
+        name: "unknown data format",
+        setup: |dir| idx_case(dir, &[("data.format", str_value("hdf5"))]),
+        expect: &["cfg.toml", "hdf5", "idx", "cifar10", "image-folder"],
+    },
+    Case {
+        name: "IDX with 3 channels",
+        setup: |dir| idx_case(dir, &[("model.image_channels", int(3))]),
+        expect: &[
+            "cfg.toml",
+            "model.image_channels",
+            "\"idx\" holds 1-channel images",
+        ],
+    },
+    Case {
+        name: "image folder without a root",
+        setup: |dir| {
+            idx_case(
+                dir,
+                &[
+                    ("data.format", str_value("image-folder")),
+                    ("data.root", None),
+                ],
+            )
+        },
+        expect: &["cfg.toml", "data.root", "one sub-folder per class"],
+    },
+    Case {
+        name: "test_root for IDX",
+        setup: |dir| idx_case(dir, &[("data.test_root", str_value("elsewhere"))]),
+        expect: &["cfg.toml", "data.test_root", "only format \"image-folder\""],
+    },
+    Case {
+        name: "--steps 0 on the command line",
+        setup: |dir| {
+            let mut args = idx_case(dir, &[]);
+            args.extend(["--steps".into(), "0".into()]);
+            args
+        },
+        expect: &["--steps must be at least 1"],
+    },
+    // --- IDX files ---
+    Case {
+        name: "data folder missing",
+        setup: |dir| {
+            let config = config_with(dir, &dir.join("no-such-data"), &[]);
+            train_args(dir, &config)
+        },
+        expect: &["no-such-data", "does not exist", "scripts/setup.sh"],
+    },
+    Case {
+        name: "IDX images file missing",
+        setup: |dir| {
+            let args = idx_case(dir, &[]);
+            std::fs::remove_file(dir.join("data/train-images-idx3-ubyte")).unwrap();
+            args
+        },
+        expect: &["missing train-images-idx3-ubyte (or train-images-idx3-ubyte.gz)"],
+    },
+    Case {
+        name: "IDX wrong magic",
+        setup: |dir| {
+            let args = idx_case(dir, &[]);
+            let mut bytes = images_file(dir);
+            bytes[0] = 0x50;
+            std::fs::write(dir.join("data/train-images-idx3-ubyte"), bytes).unwrap();
+            args
+        },
+        expect: &[
+            "train-images-idx3-ubyte",
+            "bad magic number",
+            "expected 00 00",
+        ],
+    },
+    Case {
+        name: "IDX truncated data",
+        setup: |dir| {
+            let args = idx_case(dir, &[]);
+            let bytes = images_file(dir);
+            let path = dir.join("data/train-images-idx3-ubyte");
+            std::fs::write(path, &bytes[..bytes.len() - 100]).unwrap();
+            args
+        },
+        expect: &[
+            "train-images-idx3-ubyte",
+            "truncated data",
+            "need 50176 bytes",
+        ],
+    },
+    Case {
+        name: "IDX truncated header",
+        setup: |dir| idx_file_case(dir, "train-labels-idx1-ubyte", vec![0, 0, 8]),
+        expect: &["train-labels-idx1-ubyte", "truncated header"],
+    },
+    Case {
+        name: "IDX float element type",
+        setup: |dir| {
+            let mut bytes = encode_idx(&[64], &[1; 64]);
+            bytes[2] = 0x0d;
+            idx_file_case(dir, "train-labels-idx1-ubyte", bytes)
+        },
+        expect: &[
+            "train-labels-idx1-ubyte",
+            "unsupported element type 0x0d",
+            "expected 0x08",
+        ],
+    },
+    Case {
+        name: "IDX trailing bytes",
+        setup: |dir| {
+            let mut bytes = encode_idx(&[64], &[1; 64]);
+            bytes.extend([0, 0, 0]);
+            idx_file_case(dir, "train-labels-idx1-ubyte", bytes)
+        },
+        expect: &["train-labels-idx1-ubyte", "3 unexpected trailing bytes"],
+    },
+    Case {
+        name: "image/label count mismatch",
+        setup: |dir| idx_file_case(dir, "train-labels-idx1-ubyte", encode_idx(&[60], &[1; 60])),
+        expect: &["train-labels-idx1-ubyte", "60 labels for the 64 images"],
+    },
+    Case {
+        name: "label >= num_classes",
+        setup: |dir| {
+            let mut labels = vec![1u8; 64];
+            labels[5] = 12;
+            idx_file_case(dir, "train-labels-idx1-ubyte", encode_idx(&[64], &labels))
+        },
+        expect: &[
+            "train-labels-idx1-ubyte",
+            "record 5 has label 12",
+            "expected 0..10",
+        ],
+    },
+    Case {
+        name: "IDX images with 2 dimensions",
+        setup: |dir| {
+            let bytes = encode_idx(&[64, 784], &vec![0; 64 * 784]);
+            idx_file_case(dir, "train-images-idx3-ubyte", bytes)
+        },
+        expect: &["train-images-idx3-ubyte", "expected 3 dimensions"],
+    },
+    Case {
+        name: "damaged gzip",
+        setup: |dir| {
+            let args = idx_case(dir, &[]);
+            let path = dir.join("data/train-images-idx3-ubyte");
+            std::fs::remove_file(&path).unwrap();
+            // The gzip magic, then garbage.
+            std::fs::write(path.with_extension("gz"), [0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
+            args
+        },
+        expect: &["train-images-idx3-ubyte.gz", "gzip stream is damaged"],
+    },
+    // --- CIFAR-10 batches ---
+    Case {
+        name: "CIFAR batch of the wrong length",
+        setup: |dir| {
+            let args = cifar_case(dir, &[]);
+            let bytes = cifar_batch(3, 10, 7);
+            std::fs::write(dir.join("data/data_batch_2.bin"), &bytes[..5000]).unwrap();
+            args
+        },
+        expect: &[
+            "data_batch_2.bin",
+            "5000 bytes",
+            "3073-byte records",
+            "1 full records and 1927 bytes left over",
+        ],
+    },
+    Case {
+        name: "empty CIFAR batch",
+        setup: |dir| {
+            let args = cifar_case(dir, &[]);
+            std::fs::write(dir.join("data/data_batch_1.bin"), []).unwrap();
+            args
+        },
+        expect: &["data_batch_1.bin", "empty file", "3073-byte records"],
+    },
+    Case {
+        name: "CIFAR label >= num_classes",
+        setup: |dir| cifar_case(dir, &[("model.num_classes", int(3))]),
+        expect: &["data_batch_1.bin", "record 3 has label 3", "expected 0..3"],
+    },
+    Case {
+        name: "CIFAR folder without training batches",
+        setup: |dir| {
+            let args = cifar_case(dir, &[]);
+            for b in ["data_batch_1.bin", "data_batch_2.bin"] {
+                std::fs::remove_file(dir.join("data").join(b)).unwrap();
+            }
+            args
+        },
+        expect: &["missing data_batch_*.bin", "datasets/README.md"],
+    },
+    Case {
+        name: "CIFAR with 1 channel",
+        setup: |dir| cifar_case(dir, &[("model.image_channels", int(1))]),
+        expect: &[
+            "cfg.toml",
+            "model.image_channels",
+            "\"cifar10\" holds 3-channel images",
+        ],
+    },
+    // --- image folders ---
+    Case {
+        name: "image folder missing",
+        setup: |dir| {
+            let args = folder_case(dir);
+            std::fs::remove_dir_all(dir.join("data")).unwrap();
+            args
+        },
+        expect: &[
+            "data",
+            "does not exist",
+            "one sub-folder of images per class",
+        ],
+    },
+    Case {
+        name: "image folder with no class folders",
+        setup: |dir| {
+            let args = folder_case(dir);
+            std::fs::remove_dir_all(dir.join("data")).unwrap();
+            std::fs::create_dir_all(dir.join("data")).unwrap();
+            std::fs::write(dir.join("data/readme.txt"), "no classes here").unwrap();
+            args
+        },
+        expect: &["data", "expected one sub-folder per class", "found none"],
+    },
+    Case {
+        name: "empty class folder",
+        setup: |dir| {
+            let args = folder_case(dir);
+            for f in std::fs::read_dir(dir.join("data/b")).unwrap() {
+                std::fs::remove_file(f.unwrap().path()).unwrap();
+            }
+            args
+        },
+        expect: &["data/b", "class folder is empty"],
+    },
+    Case {
+        name: "non-image file in a class folder",
+        setup: |dir| {
+            let args = folder_case(dir);
+            std::fs::write(dir.join("data/a/notes.txt"), "not an image").unwrap();
+            args
+        },
+        expect: &["data/a/notes.txt", "not a PNG or JPEG image"],
+    },
+    Case {
+        name: "corrupt PNG",
+        setup: |dir| {
+            let args = folder_case(dir);
+            let path = dir.join("data/b/001.png");
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+            args
+        },
+        expect: &["data/b/001.png", "corrupt Png image"],
+    },
+    Case {
+        name: "GIF in a class folder",
+        setup: |dir| {
+            let args = folder_case(dir);
+            std::fs::write(dir.join("data/a/anim.gif"), b"GIF89a\x01\x00\x01\x00").unwrap();
+            args
+        },
+        expect: &["data/a/anim.gif", "Gif image; expected PNG or JPEG"],
+    },
+    Case {
+        name: "folder inside a class folder",
+        setup: |dir| {
+            let args = folder_case(dir);
+            std::fs::create_dir_all(dir.join("data/a/nested")).unwrap();
+            args
+        },
+        expect: &["data/a/nested", "expected only PNG or JPEG files"],
+    },
+    Case {
+        name: "class folders vs num_classes",
+        setup: |dir| {
+            let args = folder_case(dir);
+            write_image_folder(&dir.join("data"), &["c"], 1);
+            args
+        },
+        expect: &["found 3 class folders (a, b, c)", "model.num_classes is 2"],
+    },
+    // --- the run directory ---
+    Case {
+        name: "run directory under a file",
+        setup: |dir| {
+            let mut args = idx_case(dir, &[]);
+            std::fs::write(dir.join("file"), "a file, not a folder").unwrap();
+            let last = args.len() - 1;
+            args[last] = s(&dir.join("file/run"));
+            args
+        },
+        expect: &["cannot create run directory", "file/run"],
+    },
+    Case {
+        name: "run directory already holds a run",
+        setup: |dir| {
+            let args = idx_case(dir, &[]);
+            std::fs::create_dir_all(out(dir)).unwrap();
+            std::fs::write(out(dir).join("config.toml"), "# an earlier run\n").unwrap();
+            args
+        },
+        expect: &["already holds a run", "--overwrite"],
+    },
+    Case {
+        name: "resume with a changed model",
+        setup: |dir| {
+            let run = trained_run(dir);
+            let data = dir.join("data");
+            let config = config_with(dir, &data, &[("model.base_channels", int(16))]);
+            vec!["train".into(), s(&config), "--resume".into(), s(&run)]
+        },
+        expect: &["cannot resume", "model.base_channels"],
+    },
+    // --- sampling ---
+    Case {
+        name: "sample from a missing run",
+        setup: |dir| sample_args(dir, &dir.join("no-run"), &[]),
+        expect: &["cannot read config file", "no-run/config.toml"],
+    },
+    Case {
+        name: "sample an unknown class name",
+        setup: |dir| {
+            let run = trained_run(dir);
+            sample_args(dir, &run, &["--class", "dragon"])
+        },
+        expect: &["--class dragon", "classes.txt", "the classes are: 0, 1, 2"],
+    },
+    Case {
+        name: "sample a class number out of range",
+        setup: |dir| {
+            let run = trained_run(dir);
+            sample_args(dir, &run, &["--class", "12"])
+        },
+        expect: &["--class 12 is out of range", "0..10"],
+    },
+    Case {
+        name: "sample with eta 2",
+        setup: |dir| {
+            let run = trained_run(dir);
+            sample_args(dir, &run, &["--eta", "2"])
+        },
+        expect: &["--eta must be in [0, 1]"],
+    },
+];
+
+#[test]
+fn every_bad_input_exits_2_with_a_clear_message_and_writes_nothing() {
+    assert!(CASES.len() >= 30, "the issue asks for at least 30 cases");
+    let root = workdir("bad-input");
+    let mut failures = Vec::new();
+    for (i, case) in CASES.iter().enumerate() {
+        let dir = root.join(format!("{i:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let args = (case.setup)(&dir);
+        let before = out(&dir).join("config.toml");
+        let existing = std::fs::read(&before).ok();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let result = ember(&refs);
+        let message = text(&result);
+        let mut problems = Vec::new();
+        if result.status.code() != Some(2) {
+            problems.push(format!("exit code {:?}, expected 2", result.status.code()));
+        }
+        for fragment in case.expect {
+            if !message.contains(fragment) {
+                problems.push(format!("message lacks {fragment:?}"));
+            }
+        }
+        let after = std::fs::read(&before).ok();
+        match existing {
+            // A run that was there stays exactly as it was; otherwise nothing appears.
+            Some(bytes) if after.as_ref() != Some(&bytes) => {
+                problems.push("the existing run was changed".into())
+            }
+            None if out(&dir).exists() => {
+                problems.push(format!("{} was written", out(&dir).display()))
+            }
+            _ => {}
+        }
+        if !message.starts_with("error: ") && !message.contains("\nerror: ") {
+            problems.push("no `error:` line".into());
+        }
+        if std::env::var_os("EMBER_SHOW_ERRORS").is_some() {
+            eprintln!(
+                "--- case {i} ({}): exit {:?}\n{}",
+                case.name,
+                result.status.code(),
+                message.trim()
+            );
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "case {i} ({}): {}\n  output: {}",
+                case.name,
+                problems.join("; "),
+                message.trim().replace('\n', "\n  ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases misbehave:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
+    std::fs::remove_dir_all(root).unwrap();
+}
