@@ -261,6 +261,15 @@ const CASES: &[Case] = &[
         expect: &["no-such-data", "does not exist", "scripts/setup.sh"],
     },
     Case {
+        name: "data root is a file",
+        setup: |dir| {
+            std::fs::write(dir.join("mnist.gz"), "not a folder").unwrap();
+            let config = config_with(dir, &dir.join("mnist.gz"), &[]);
+            train_args(dir, &config)
+        },
+        expect: &["data folder", "mnist.gz is a file", "expected the folder"],
+    },
+    Case {
         name: "IDX images file missing",
         setup: |dir| {
             let args = idx_case(dir, &[]);
@@ -558,6 +567,24 @@ const CASES: &[Case] = &[
             sample_args(dir, &run, &["--eta", "2"])
         },
         expect: &["--eta must be in [0, 1]"],
+    },
+    Case {
+        name: "sample output under a file",
+        setup: |dir| {
+            let run = trained_run(dir);
+            std::fs::write(dir.join("file"), "a file, not a folder").unwrap();
+            let target = s(&dir.join("file/grid.png"));
+            vec![
+                "sample".into(),
+                "--run".into(),
+                s(&run),
+                "--steps".into(),
+                "2".into(),
+                "--out".into(),
+                target,
+            ]
+        },
+        expect: &["cannot write", "file/grid.png"],
     },
 ];
 

@@ -26,6 +26,8 @@ pub enum DataError {
     Invalid { path: PathBuf, message: String },
     #[error("data folder {root} does not exist; {hint}")]
     NoFolder { root: PathBuf, hint: String },
+    #[error("data folder {0} is a file; expected the folder that holds the dataset's files")]
+    NotAFolder(PathBuf),
     #[error("dataset files not found in {root} (missing {file}); {hint}")]
     Missing {
         root: PathBuf,
@@ -126,6 +128,9 @@ impl ImageDataset {
             }
             _ => data.resolved_root(),
         };
+        if root.is_file() {
+            return Err(DataError::NotAFolder(root));
+        }
         if !root.is_dir() {
             return Err(DataError::NoFolder {
                 root: root.clone(),
