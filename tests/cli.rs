@@ -149,6 +149,71 @@ fn gzipped_idx_files_train_like_raw_ones() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn every_sampler_runs_from_the_cli_with_every_guidance_option() {
+    let dir = workdir("samplers");
+    let config = smoke_config_on_fixture(&dir);
+    let run = dir.join("run");
+    let out = train(&config, &run);
+    assert!(out.status.success(), "{}", text(&out));
+    let guidance: [&[&str]; 5] = [
+        &[],
+        &["--negative-class", "1"],
+        &["--guidance-interval", "0.5,20"],
+        &["--cfg-rescale", "0.7"],
+        &[
+            "--dynamic-threshold",
+            "0.995",
+            "--guidance-interval",
+            "1,50",
+            "--cfg-rescale",
+            "0.5",
+        ],
+    ];
+    for sampler in ["ddpm", "ddim", "dpmpp-2m", "euler", "heun"] {
+        for (g, extra) in guidance.iter().enumerate() {
+            let png = dir.join(format!("{sampler}-{g}.png"));
+            let mut args = vec![
+                "sample",
+                "--run",
+                run.to_str().unwrap(),
+                "--guidance",
+                "3",
+                "--class",
+                "2,5",
+                "--per-class",
+                "2",
+                "--steps",
+                "3",
+                "--sampler",
+                sampler,
+                "--spacing",
+                "karras",
+                "--out",
+                png.to_str().unwrap(),
+            ];
+            args.extend_from_slice(extra);
+            let out = ember(&args);
+            assert!(out.status.success(), "{sampler} {extra:?}: {}", text(&out));
+            assert!(
+                text(&out).contains(&format!("{sampler} steps")),
+                "{}",
+                text(&out)
+            );
+            let grid = read_png(&png).unwrap();
+            assert_eq!((grid.width, grid.height), grid_size(2, 2, 28));
+        }
+    }
+    // Out-of-range options name the flag.
+    let out = sample_two_classes(&run, &dir.join("x.png"), &["--cfg-rescale", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--cfg-rescale"), "{}", text(&out));
+    let out = sample_two_classes(&run, &dir.join("x.png"), &["--sampler", "plms"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("dpmpp-2m"), "{}", text(&out));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// The smoke config with another data source: `format`, its folder, classes, channels, size.
 fn format_config(dir: &Path, name: &str, edit: impl FnOnce(&mut ExperimentConfig)) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml");

@@ -304,23 +304,90 @@ impl Default for TrainConfig {
     }
 }
 
+/// The sampler: every one calls the (guided) denoiser the same way, so each works with every
+/// guidance option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SamplerKind {
-    /// Song et al. 2021, DDIM; `eta = 1` gives DDPM-like ancestral steps.
+    /// Ho et al. 2020, ancestral sampling from the posterior q(x_prev | x_t, x0) (Algorithm 2,
+    /// on the chosen subset of timesteps).
+    Ddpm,
+    /// Song et al. 2021, DDIM; `eta` = 0 deterministic, 1 DDPM-like.
     Ddim,
+    /// Lu et al. 2022, DPM-Solver++(2M): second-order multistep, data prediction.
+    #[serde(rename = "dpmpp-2m")]
+    DpmppTwoM,
+    /// Karras et al. 2022, Euler steps of the probability-flow ODE (Algorithm 1 without churn,
+    /// first order).
+    Euler,
+    /// Karras et al. 2022, Heun's second-order method (Algorithm 1, no churn).
+    Heun,
+}
+
+impl SamplerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Ddpm => "ddpm",
+            SamplerKind::Ddim => "ddim",
+            SamplerKind::DpmppTwoM => "dpmpp-2m",
+            SamplerKind::Euler => "euler",
+            SamplerKind::Heun => "heun",
+        }
+    }
+}
+
+/// `"dpmpp-2m".parse::<SamplerKind>()` etc.: the config's names, for command-line flags.
+macro_rules! parse_by_config_name {
+    ($($t:ty),*) => {$(
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                use serde::de::IntoDeserializer;
+                Self::deserialize(s.into_deserializer())
+                    .map_err(|e: serde::de::value::Error| e.to_string())
+            }
+        }
+    )*};
+}
+parse_by_config_name!(SamplerKind, TimestepSpacing);
+
+/// Which of the T training timesteps a sampler visits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimestepSpacing {
+    /// Evenly spaced, starting at the last timestep T-1 (Lin et al. 2024).
+    Trailing,
+    /// Evenly spaced multiples of T/steps from 0 (DDIM's original spacing); starts below T-1.
+    Leading,
+    /// Rounded evenly spaced values from T-1 down to 0.
+    Linspace,
+    /// Karras et al. 2022's noise levels (rho = 7) between the schedule's smallest and largest,
+    /// each mapped to the training timestep of the nearest noise level (repeats dropped).
+    Karras,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SampleConfig {
+    /// "ddpm", "ddim", "dpmpp-2m", "euler" or "heun".
     pub sampler: SamplerKind,
-    /// Denoising steps (evenly spaced over the T training timesteps).
+    /// "trailing", "leading", "linspace" or "karras".
+    pub spacing: TimestepSpacing,
+    /// Denoising steps (at most T; Karras spacing may visit fewer distinct timesteps).
     pub steps: usize,
-    /// DDIM stochasticity: 0 = deterministic DDIM, 1 = DDPM-like.
+    /// DDIM stochasticity: 0 = deterministic DDIM, 1 = DDPM-like. Other samplers ignore it.
     pub eta: f64,
     /// `eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)`; 1 = no guidance.
     pub guidance_scale: f64,
+    /// Guide only while the noise level sigma = sqrt((1 - abar) / abar) lies in `[low, high]`
+    /// (Kynkaanniemi et al. 2024); elsewhere one plain conditional forward. Empty: always.
+    pub guidance_interval: Vec<f64>,
+    /// CFG rescale phi (Lin et al. 2023): 0 = plain CFG, 1 = the guided prediction rescaled to
+    /// the conditional prediction's standard deviation.
+    pub cfg_rescale: f64,
+    /// Dynamic thresholding (Saharia et al. 2022) of the predicted clean image at this
+    /// percentile of |x0| per sample, e.g. 0.995; 0 = off (plain clipping to [-1, 1]).
+    pub dynamic_threshold: f64,
     /// Images per class in a grid.
     pub per_class: usize,
     /// Seed of the initial noise, so grids are comparable across checkpoints and scales.
@@ -331,9 +398,13 @@ impl Default for SampleConfig {
     fn default() -> Self {
         Self {
             sampler: SamplerKind::Ddim,
+            spacing: TimestepSpacing::Trailing,
             steps: 50,
             eta: 0.0,
             guidance_scale: 3.0,
+            guidance_interval: Vec::new(),
+            cfg_rescale: 0.0,
+            dynamic_threshold: 0.0,
             per_class: 8,
             seed: 0,
         }
@@ -641,6 +712,34 @@ impl ExperimentConfig {
         if s.per_class == 0 {
             return Err(bad("sample.per_class", "expected at least 1".into()));
         }
+        match s.guidance_interval[..] {
+            [] => {}
+            [low, high] if 0.0 <= low && low <= high && high.is_finite() => {}
+            _ => {
+                return Err(bad(
+                    "sample.guidance_interval",
+                    format!(
+                        "expected [] or [low, high] noise levels with 0 <= low <= high, got {:?}",
+                        s.guidance_interval
+                    ),
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&s.cfg_rescale) {
+            return Err(bad(
+                "sample.cfg_rescale",
+                format!("expected [0, 1], got {}", s.cfg_rescale),
+            ));
+        }
+        if !(s.dynamic_threshold == 0.0 || (0.5..1.0).contains(&s.dynamic_threshold)) {
+            return Err(bad(
+                "sample.dynamic_threshold",
+                format!(
+                    "expected 0 (off) or a percentile in [0.5, 1), got {}",
+                    s.dynamic_threshold
+                ),
+            ));
+        }
 
         let l = &self.log;
         if let Some(scale) = l.sample_scales.iter().find(|s| !s.is_finite()) {
@@ -860,6 +959,33 @@ mod tests {
                 .fixed_keys_changed(&cfg)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn sampler_options_parse_and_validate() {
+        assert_eq!(
+            "dpmpp-2m".parse::<SamplerKind>(),
+            Ok(SamplerKind::DpmppTwoM)
+        );
+        assert_eq!(
+            "karras".parse::<TimestepSpacing>(),
+            Ok(TimestepSpacing::Karras)
+        );
+        let err = "plms".parse::<SamplerKind>().unwrap_err();
+        assert!(err.contains("plms") && err.contains("heun"), "{err}");
+        let cfg = parse("[sample]\nsampler = \"heun\"\nspacing = \"karras\"\nguidance_interval = [0.3, 5.0]\ncfg_rescale = 0.7\n").unwrap();
+        assert_eq!(cfg.sample.sampler.name(), "heun");
+        for (text, key) in [
+            ("guidance_interval = [5.0, 0.3]", "sample.guidance_interval"),
+            ("guidance_interval = [1.0]", "sample.guidance_interval"),
+            ("cfg_rescale = 1.5", "sample.cfg_rescale"),
+            ("dynamic_threshold = 0.2", "sample.dynamic_threshold"),
+        ] {
+            let err = parse(&format!("[sample]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

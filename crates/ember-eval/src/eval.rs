@@ -24,14 +24,14 @@ use crate::classifier::{Classifier, argmax_rows};
 use crate::metrics::{self, FeatureSet, GaussianStats};
 use crate::{FeatureExtractor, extract_features, to_feature_set};
 use burn::prelude::*;
-use ember_config::SamplerKind;
+use ember_config::{SamplerKind, TimestepSpacing};
 use ember_data::ImageDataset;
 use ember_model::rng::{Rng, Stream, derive_seed};
 use ember_model::{NoiseSchedule, UNet};
 use ember_monitor::plot::{Panel, Series, write_panels};
 use ember_monitor::tensorboard::{EventLog, event_files};
 use ember_sample::grid::{GridImage, make_grid, write_atomic, write_png};
-use ember_sample::{ClassifierFreeGuidance, NoiseSource, SamplerOptions, ddim};
+use ember_sample::{GuidanceOptions, NoiseSource, SamplerOptions, samplers, with_guidance};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -81,6 +81,9 @@ pub struct EvalSettings {
     pub num_classes: usize,
     pub samples_per_class: usize,
     pub sampler: SamplerKind,
+    /// Which timesteps the sampler visits (evals written before the choice existed: trailing).
+    #[serde(default = "trailing")]
+    pub spacing: TimestepSpacing,
     pub steps: usize,
     pub eta: f64,
     pub seed: u64,
@@ -94,6 +97,10 @@ pub struct EvalSettings {
     /// [`FeatureExtractor::id`] of the standard-FID network (`--fid inception`), if used.
     #[serde(default)]
     pub fid: Option<String>,
+}
+
+fn trailing() -> TimestepSpacing {
+    TimestepSpacing::Trailing
 }
 
 impl EvalSettings {
@@ -527,6 +534,7 @@ fn evaluate_scale(
     let options = SamplerOptions {
         steps: s.steps,
         eta: s.eta,
+        spacing: s.spacing,
     };
     for (b, chunk) in jobs.chunks(s.batch_size).enumerate() {
         let labels: Vec<usize> = chunk.iter().map(|&(class, _)| class).collect();
@@ -535,14 +543,14 @@ fn evaluate_scale(
             .flat_map(|&(class, j)| initial_noise(s.seed, class, j, pixels))
             .collect();
         let x_t = Tensor::<4>::from_data(TensorData::new(noise, [chunk.len(), c, h, w]), device);
-        let guided = ClassifierFreeGuidance::new(req.model, &labels, scale, None, device);
         let mut step_noise = StepNoise {
             seed: derive_seed(s.seed, Stream::SamplerStep, b as u64),
             draws: 0,
         };
-        let images = match s.sampler {
-            SamplerKind::Ddim => ddim(&guided, req.schedule, x_t, options, &mut step_noise),
-        };
+        let guidance = GuidanceOptions::cfg(scale);
+        let images = with_guidance(req.model, req.schedule, &labels, &guidance, device, |d| {
+            samplers::sample(s.sampler, d, req.schedule, x_t, options, &mut step_noise)
+        });
         let (logits, classifier_features) = req.classifier.logits_and_features(images.clone());
         let predicted = argmax_rows(logits);
         correct += predicted
@@ -727,6 +735,7 @@ mod tests {
             num_classes: 10,
             samples_per_class: 2,
             sampler: SamplerKind::Ddim,
+            spacing: TimestepSpacing::Trailing,
             steps: 2,
             eta: 0.0,
             seed: 0,

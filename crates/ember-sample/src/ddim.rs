@@ -2,7 +2,9 @@
 //! `eta` interpolating between deterministic DDIM (0) and DDPM-like ancestral steps (1).
 
 use crate::guidance::EpsModel;
+use crate::samplers::timesteps;
 use burn::prelude::*;
+use ember_config::TimestepSpacing;
 use ember_model::NoiseSchedule;
 use ember_model::rng::{Rng, Stream};
 
@@ -39,19 +41,25 @@ impl NoiseSource for SeededNoise {
     }
 }
 
-/// DDIM's timesteps, "trailing" spacing (Lin et al. 2024): `steps` indices from T-1 down,
-/// evenly spaced, so the first step starts at the last training timestep.
-pub fn ddim_timesteps(train_steps: usize, steps: usize) -> Vec<usize> {
-    (0..steps)
-        .map(|i| (train_steps * (steps - i)).div_ceil(steps) - 1)
-        .collect()
-}
-
 /// Options shared by every sampler.
 #[derive(Debug, Clone, Copy)]
 pub struct SamplerOptions {
+    /// Denoising steps (the timesteps visited; see [`crate::samplers::timesteps`]).
     pub steps: usize,
+    /// DDIM's stochasticity (other samplers ignore it).
     pub eta: f64,
+    pub spacing: TimestepSpacing,
+}
+
+impl SamplerOptions {
+    /// `steps` with trailing spacing and eta 0.
+    pub fn steps(steps: usize) -> Self {
+        Self {
+            steps,
+            eta: 0.0,
+            spacing: TimestepSpacing::Trailing,
+        }
+    }
 }
 
 /// Runs DDIM from `x_t` (pure noise at T) down to a clean sample in [-1, 1].
@@ -67,10 +75,10 @@ pub fn ddim(
 ) -> Tensor<4> {
     let device = x_t.device();
     let shape = x_t.dims();
-    let timesteps = ddim_timesteps(schedule.len(), options.steps);
+    let ts = timesteps(schedule, options.steps, options.spacing);
     let mut x = x_t;
-    for (i, &t) in timesteps.iter().enumerate() {
-        let prev = timesteps.get(i + 1).copied();
+    for (i, &t) in ts.iter().enumerate() {
+        let prev = ts.get(i + 1).copied();
         let ab_t = schedule.alpha_bar(Some(t));
         let ab_prev = schedule.alpha_bar(prev);
 
@@ -111,8 +119,17 @@ mod tests {
 
     #[test]
     fn trailing_timesteps_start_at_the_end_and_descend() {
-        assert_eq!(ddim_timesteps(1000, 4), vec![999, 749, 499, 249]);
-        assert_eq!(ddim_timesteps(10, 10), (0..10).rev().collect::<Vec<_>>());
+        let s = schedule();
+        assert_eq!(
+            timesteps(&s, 4, TimestepSpacing::Trailing),
+            vec![999, 749, 499, 249]
+        );
+        let ten = NoiseSchedule::new(&DiffusionConfig {
+            timesteps: 10,
+            ..DiffusionConfig::default()
+        });
+        let all: Vec<usize> = (0..10).rev().collect();
+        assert_eq!(timesteps(&ten, 10, TimestepSpacing::Trailing), all);
     }
 
     #[test]
@@ -121,10 +138,7 @@ mod tests {
         let run = |seed| {
             let mut noise = SeededNoise::new(seed);
             let x = noise.normal([2, 1, 4, 4], &device);
-            let opts = SamplerOptions {
-                steps: 10,
-                eta: 0.0,
-            };
+            let opts = SamplerOptions::steps(10);
             ddim(&Shrink, &schedule(), x, opts, &mut noise)
                 .into_data()
                 .try_into_vec::<f32>()
@@ -142,7 +156,10 @@ mod tests {
         let run = |eta| {
             let mut noise = SeededNoise::new(5);
             let x = noise.normal([1, 1, 4, 4], &device);
-            let opts = SamplerOptions { steps: 5, eta };
+            let opts = SamplerOptions {
+                eta,
+                ..SamplerOptions::steps(5)
+            };
             ddim(&Shrink, &schedule(), x, opts, &mut noise)
                 .into_data()
                 .try_into_vec::<f32>()
@@ -167,10 +184,7 @@ mod tests {
         let mut noise = SeededNoise::new(1);
         let x_t = noise.normal([1, 1, 2, 2], &device);
         let oracle = Oracle(x0.clone(), schedule());
-        let opts = SamplerOptions {
-            steps: 20,
-            eta: 0.0,
-        };
+        let opts = SamplerOptions::steps(20);
         let out = ddim(&oracle, &schedule(), x_t, opts, &mut noise);
         let err: f32 = (out - x0).abs().max().into_scalar();
         assert!(err < 1e-4, "{err}");

@@ -1,12 +1,23 @@
-//! Classifier-free guidance (Ho & Salimans 2022) as a wrapper around the bare denoiser.
+//! Guidance as wrappers around the bare denoiser: every wrapper is an [`EpsModel`] holding the
+//! denoiser it wraps, so samplers never know which guidance they run with, and wrappers stack.
 //!
-//! Convention (see `ember_config`): `eps = eps_uncond + s * (eps_cond - eps_uncond)`, so `s = 1`
-//! is the plain conditional model and `s = 0` the unconditional one. With a negative class the
-//! negative branch takes the unconditional branch's place (the reference article's negative
-//! prompting): `eps = eps_neg + s * (eps_cond - eps_neg)`.
+//! - [`ClassifierFreeGuidance`] (Ho & Salimans 2022), convention (see `ember_config`):
+//!   `eps = eps_uncond + s * (eps_cond - eps_uncond)`, so `s = 1` is the plain conditional model
+//!   and `s = 0` the unconditional one. With a negative class the negative branch takes the
+//!   unconditional branch's place (the reference article's negative prompting). Optional CFG
+//!   rescale (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed",
+//!   section 3.4) with `phi`.
+//! - [`GuidanceInterval`] (Kynkaanniemi et al. 2024, "Applying Guidance in a Limited Interval
+//!   Improves Sample and Distribution Quality"): the guided denoiser inside a noise-level range,
+//!   a plain conditional one (one forward at batch B) outside it.
+//! - [`DynamicThreshold`] (Saharia et al. 2022, Imagen, section 2.3): clips each predicted clean
+//!   image at a percentile of its absolute values and rescales it into [-1, 1].
+//!
+//! [`with_guidance`] stacks them as a config asks.
 
 use burn::prelude::*;
-use ember_model::{UNet, labels_tensor};
+use ember_config::SampleConfig;
+use ember_model::{NoiseSchedule, UNet, labels_tensor};
 
 /// Anything that predicts the noise of a batch at one timestep; what samplers call.
 pub trait EpsModel {
@@ -21,6 +32,21 @@ pub fn guide(eps_cond: Tensor<4>, eps_uncond: Tensor<4>, scale: f64) -> Tensor<4
     eps_uncond.clone() + (eps_cond - eps_uncond).mul_scalar(scale)
 }
 
+/// CFG rescale: the guided prediction scaled per sample to the conditional prediction's
+/// standard deviation, mixed with the plain guided prediction by `phi` (0 = plain CFG).
+pub fn rescale(guided: Tensor<4>, eps_cond: Tensor<4>, phi: f64) -> Tensor<4> {
+    if phi == 0.0 {
+        return guided;
+    }
+    let [b, c, h, w] = guided.dims();
+    let std = |t: Tensor<4>| t.reshape([b, c * h * w]).var(1).sqrt(); // [b, 1]
+    let ratio = std(eps_cond)
+        .div(std(guided.clone()).add_scalar(1e-12))
+        .reshape([b, 1, 1, 1]);
+    let rescaled = guided.clone() * ratio;
+    rescaled.mul_scalar(phi) + guided.mul_scalar(1.0 - phi)
+}
+
 /// The guided denoiser for fixed per-row class labels.
 pub struct ClassifierFreeGuidance<'a> {
     model: &'a UNet,
@@ -29,6 +55,8 @@ pub struct ClassifierFreeGuidance<'a> {
     /// `[batch]` labels of the other branch: the null class, or the negative class.
     uncond_labels: Tensor<1, Int>,
     scale: f64,
+    /// CFG rescale phi.
+    rescale: f64,
 }
 
 impl<'a> ClassifierFreeGuidance<'a> {
@@ -46,7 +74,14 @@ impl<'a> ClassifierFreeGuidance<'a> {
             labels: labels_tensor(labels, device),
             uncond_labels: labels_tensor(&vec![uncond; labels.len()], device),
             scale,
+            rescale: 0.0,
         }
+    }
+
+    /// With CFG rescale `phi` (0 = plain CFG).
+    pub fn with_rescale(mut self, phi: f64) -> Self {
+        self.rescale = phi;
+        self
     }
 }
 
@@ -74,7 +109,164 @@ impl EpsModel for ClassifierFreeGuidance<'_> {
         let eps = self.model.forward(x2, t, y2);
         let eps_cond = eps.clone().narrow(0, 0, batch);
         let eps_uncond = eps.narrow(0, batch, batch);
-        guide(eps_cond, eps_uncond, self.scale)
+        let guided = guide(eps_cond.clone(), eps_uncond, self.scale);
+        rescale(guided, eps_cond, self.rescale)
+    }
+}
+
+/// `guided` while the noise level `sigma = sqrt((1 - abar) / abar)` of the timestep lies in
+/// `[low, high]`, `plain` (the conditional model, one forward at batch B) elsewhere.
+pub struct GuidanceInterval<'a> {
+    guided: &'a dyn EpsModel,
+    plain: &'a dyn EpsModel,
+    schedule: &'a NoiseSchedule,
+    low: f64,
+    high: f64,
+}
+
+impl<'a> GuidanceInterval<'a> {
+    pub fn new(
+        guided: &'a dyn EpsModel,
+        plain: &'a dyn EpsModel,
+        schedule: &'a NoiseSchedule,
+        [low, high]: [f64; 2],
+    ) -> Self {
+        Self {
+            guided,
+            plain,
+            schedule,
+            low,
+            high,
+        }
+    }
+
+    /// Whether timestep `t` is guided.
+    pub fn contains(&self, t: usize) -> bool {
+        let sigma = crate::samplers::sigma(self.schedule, Some(t));
+        self.low <= sigma && sigma <= self.high
+    }
+}
+
+impl EpsModel for GuidanceInterval<'_> {
+    fn eps(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
+        if self.contains(timestep) {
+            self.guided.eps(x, timestep)
+        } else {
+            self.plain.eps(x, timestep)
+        }
+    }
+}
+
+/// Imagen's dynamic thresholding of the predicted clean image `x0 = (x - sqrt(1 - abar) eps) /
+/// sqrt(abar)`: per sample, `s` = the `percentile` of `|x0|` (at least 1); `x0` is clipped to
+/// `[-s, s]` and divided by `s`; the noise is re-derived from it.
+pub struct DynamicThreshold<'a> {
+    inner: &'a dyn EpsModel,
+    schedule: &'a NoiseSchedule,
+    percentile: f64,
+}
+
+impl<'a> DynamicThreshold<'a> {
+    pub fn new(inner: &'a dyn EpsModel, schedule: &'a NoiseSchedule, percentile: f64) -> Self {
+        Self {
+            inner,
+            schedule,
+            percentile,
+        }
+    }
+}
+
+impl EpsModel for DynamicThreshold<'_> {
+    fn eps(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
+        let device = x.device();
+        let [b, c, h, w] = x.dims();
+        let ab = self.schedule.alpha_bar(Some(timestep));
+        let eps = self.inner.eps(x.clone(), timestep);
+        let x0 = (x.clone() - eps.mul_scalar((1.0 - ab).sqrt())).div_scalar(ab.sqrt());
+        let values = x0.into_data().try_into_vec::<f32>().expect("f32 tensor");
+        let n = c * h * w;
+        let mut out = Vec::with_capacity(values.len());
+        for row in values.chunks_exact(n) {
+            let mut abs: Vec<f32> = row.iter().map(|v| v.abs()).collect();
+            abs.sort_by(f32::total_cmp);
+            let rank = ((n - 1) as f64 * self.percentile).round() as usize;
+            let s = abs[rank].max(1.0);
+            out.extend(row.iter().map(|v| v.clamp(-s, s) / s));
+        }
+        let x0 = Tensor::<4>::from_data(TensorData::new(out, [b, c, h, w]), &device);
+        (x - x0.mul_scalar(ab.sqrt())).div_scalar((1.0 - ab).sqrt())
+    }
+}
+
+/// How to guide: the `[sample]` keys other than the sampler's own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuidanceOptions {
+    pub scale: f64,
+    pub negative_class: Option<usize>,
+    /// Noise-level range `[low, high]` where guidance applies; `None`: everywhere.
+    pub interval: Option<[f64; 2]>,
+    pub rescale: f64,
+    /// Dynamic-thresholding percentile; 0 = off.
+    pub dynamic_threshold: f64,
+}
+
+impl GuidanceOptions {
+    pub fn from_config(s: &SampleConfig) -> Self {
+        Self {
+            scale: s.guidance_scale,
+            negative_class: None,
+            interval: match s.guidance_interval[..] {
+                [low, high] => Some([low, high]),
+                _ => None,
+            },
+            rescale: s.cfg_rescale,
+            dynamic_threshold: s.dynamic_threshold,
+        }
+    }
+
+    /// Plain classifier-free guidance at `scale`.
+    pub fn cfg(scale: f64) -> Self {
+        Self {
+            scale,
+            negative_class: None,
+            interval: None,
+            rescale: 0.0,
+            dynamic_threshold: 0.0,
+        }
+    }
+}
+
+/// Stacks the wrappers `options` asks for around `model` for rows of class `labels`, and hands
+/// the resulting denoiser to `run` (e.g. a sampler): CFG (with its negative class and rescale),
+/// inside a guidance interval if any, under dynamic thresholding if on.
+pub fn with_guidance<R>(
+    model: &UNet,
+    schedule: &NoiseSchedule,
+    labels: &[usize],
+    options: &GuidanceOptions,
+    device: &Device,
+    run: impl FnOnce(&dyn EpsModel) -> R,
+) -> R {
+    let cfg =
+        ClassifierFreeGuidance::new(model, labels, options.scale, options.negative_class, device)
+            .with_rescale(options.rescale);
+    let plain = ClassifierFreeGuidance::new(model, labels, 1.0, None, device);
+    let interval;
+    let guided: &dyn EpsModel = match options.interval {
+        Some(range) => {
+            interval = GuidanceInterval::new(&cfg, &plain, schedule, range);
+            &interval
+        }
+        None => &cfg,
+    };
+    if options.dynamic_threshold > 0.0 {
+        run(&DynamicThreshold::new(
+            guided,
+            schedule,
+            options.dynamic_threshold,
+        ))
+    } else {
+        run(guided)
     }
 }
 
@@ -182,5 +374,145 @@ mod tests {
         let neg = m.forward(x.clone(), t, labels_tensor(&[1, 1], &device));
         let g = ClassifierFreeGuidance::new(&m, &labels, 3.0, Some(1), &device).eps(x, 200);
         assert!(max_abs_diff(g, guide(cond, neg, 3.0)) < 1e-4);
+    }
+
+    fn schedule() -> NoiseSchedule {
+        NoiseSchedule::new(&ember_config::DiffusionConfig::default())
+    }
+
+    fn values(t: Tensor<4>) -> Vec<f32> {
+        t.into_data().try_into_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn rescale_with_phi_zero_is_plain_cfg_and_phi_one_matches_the_conditional_std() {
+        let device = Device::flex();
+        let m = model(&device);
+        let (x, labels) = inputs(&device);
+        let plain = ClassifierFreeGuidance::new(&m, &labels, 4.0, None, &device);
+        let phi0 = ClassifierFreeGuidance::new(&m, &labels, 4.0, None, &device).with_rescale(0.0);
+        assert_eq!(
+            values(plain.eps(x.clone(), 300)),
+            values(phi0.eps(x.clone(), 300))
+        );
+
+        let phi1 = ClassifierFreeGuidance::new(&m, &labels, 4.0, None, &device).with_rescale(1.0);
+        let cond = ClassifierFreeGuidance::new(&m, &labels, 1.0, None, &device).eps(x.clone(), 300);
+        let std = |t: Tensor<4>| {
+            let s: Tensor<2> = t.reshape([2, 64]).var(1).sqrt();
+            s.into_data().try_into_vec::<f32>().unwrap()
+        };
+        let (a, b) = (std(phi1.eps(x.clone(), 300)), std(cond));
+        for (a, b) in a.iter().zip(&b) {
+            assert!((a - b).abs() < 1e-4 * b.max(1.0), "{a} vs {b}");
+        }
+        // ... and phi = 0.5 is the average of the two.
+        let half = ClassifierFreeGuidance::new(&m, &labels, 4.0, None, &device).with_rescale(0.5);
+        let mid = (plain.eps(x.clone(), 300) + phi1.eps(x.clone(), 300)).div_scalar(2.0);
+        assert!(max_abs_diff(half.eps(x, 300), mid) < 1e-5);
+    }
+
+    /// Counts calls, so tests can see which branch a wrapper used.
+    struct Counting<'a>(&'a dyn EpsModel, std::cell::Cell<usize>);
+    impl EpsModel for Counting<'_> {
+        fn eps(&self, x: Tensor<4>, t: usize) -> Tensor<4> {
+            self.1.set(self.1.get() + 1);
+            self.0.eps(x, t)
+        }
+    }
+
+    #[test]
+    fn an_empty_guidance_interval_is_unguided_sampling() {
+        let device = Device::flex();
+        let m = model(&device);
+        let (x, labels) = inputs(&device);
+        let s = schedule();
+        let guided = ClassifierFreeGuidance::new(&m, &labels, 5.0, None, &device);
+        let plain = ClassifierFreeGuidance::new(&m, &labels, 1.0, None, &device);
+        let guided = Counting(&guided, Default::default());
+        // sigma is at least 0.01 at t = 0, so [0, 0.001] holds no timestep.
+        let interval = GuidanceInterval::new(&guided, &plain, &s, [0.0, 0.001]);
+        let run = |d: &dyn EpsModel| {
+            let mut noise = crate::SeededNoise::new(3);
+            let opts = crate::SamplerOptions::steps(6);
+            values(crate::ddim(d, &s, x.clone(), opts, &mut noise))
+        };
+        assert_eq!(run(&interval), run(&plain));
+        assert_eq!(
+            guided.1.get(),
+            0,
+            "the guided (2B) denoiser is never called"
+        );
+    }
+
+    #[test]
+    fn interval_rescale_and_negative_class_compose_without_the_sampler() {
+        let device = Device::flex();
+        let m = model(&device);
+        let (x, labels) = inputs(&device);
+        let s = schedule();
+        let options = GuidanceOptions {
+            scale: 3.0,
+            negative_class: Some(1),
+            interval: Some([0.5, 5.0]),
+            rescale: 0.7,
+            dynamic_threshold: 0.0,
+        };
+        let sigma = |t| crate::samplers::sigma(&s, Some(t));
+        let (inside, outside) = (400, 900);
+        assert!((0.5..=5.0).contains(&sigma(inside)) && sigma(outside) > 5.0);
+        let t_of = |t: usize| timesteps_tensor(t, 2, &device);
+        let forward =
+            |t: usize, ys: &[usize]| m.forward(x.clone(), t_of(t), labels_tensor(ys, &device));
+        with_guidance(&m, &s, &labels, &options, &device, |d| {
+            // Inside: CFG against the negative class, rescaled.
+            let cond = forward(inside, &labels);
+            let expected = rescale(
+                guide(cond.clone(), forward(inside, &[1, 1]), 3.0),
+                cond,
+                0.7,
+            );
+            assert!(max_abs_diff(d.eps(x.clone(), inside), expected) < 1e-4);
+            // Outside: the conditional model alone.
+            assert!(max_abs_diff(d.eps(x.clone(), outside), forward(outside, &labels)) < 1e-5);
+        });
+    }
+
+    #[test]
+    fn dynamic_thresholding_keeps_predicted_images_in_range() {
+        /// Predicts noise that implies a clean image far outside [-1, 1].
+        struct Wild;
+        impl EpsModel for Wild {
+            fn eps(&self, x: Tensor<4>, _: usize) -> Tensor<4> {
+                x.mul_scalar(-3.0)
+            }
+        }
+        let device = Device::flex();
+        let s = schedule();
+        let (x, _) = inputs(&device);
+        let t = 500;
+        let ab = s.alpha_bar(Some(t));
+        let x0 = |eps: Tensor<4>| {
+            values((x.clone() - eps.mul_scalar((1.0 - ab).sqrt())).div_scalar(ab.sqrt()))
+        };
+        let raw = x0(Wild.eps(x.clone(), t));
+        assert!(raw.iter().any(|v| v.abs() > 2.0));
+        let thresholded = x0(DynamicThreshold::new(&Wild, &s, 0.9).eps(x.clone(), t));
+        assert!(thresholded.iter().all(|v| v.abs() <= 1.0 + 1e-4));
+        // Per sample, the 90th percentile of |x0| maps to 1: about 10% of values sit at +-1.
+        let at_one = thresholded[..64].iter().filter(|v| v.abs() > 0.999).count();
+        assert!((5..=9).contains(&at_one), "{at_one}");
+        // An in-range prediction is left as it is.
+        let tame = DynamicThreshold::new(&Shrunk, &s, 0.9);
+        assert!(max_abs_diff(tame.eps(x.clone(), t), Shrunk.eps(x, t)) < 1e-4);
+
+        struct Shrunk;
+        impl EpsModel for Shrunk {
+            fn eps(&self, x: Tensor<4>, t: usize) -> Tensor<4> {
+                // eps that implies x0 = 0.1 x: well inside [-1, 1].
+                let ab = schedule().alpha_bar(Some(t));
+                (x.clone() - x.mul_scalar(0.1 * ab.sqrt())).div_scalar((1.0 - ab).sqrt())
+            }
+        }
     }
 }

@@ -1,12 +1,14 @@
-//! Ember's sampling crate: classifier-free guidance as a denoiser wrapper, the DDIM sampler,
-//! and PNG sample grids.
+//! Ember's sampling crate: guidance as denoiser wrappers (classifier-free guidance, negative
+//! class, CFG rescale, guidance interval, dynamic thresholding), the samplers (DDPM, DDIM,
+//! DPM-Solver++(2M), Euler, Heun) over a choice of timestep spacings, and PNG sample grids.
 
 pub mod ddim;
 pub mod grid;
 pub mod guidance;
+pub mod samplers;
 
 pub use ddim::{NoiseSource, SamplerOptions, SeededNoise, ddim};
-pub use guidance::{ClassifierFreeGuidance, EpsModel, guide};
+pub use guidance::{ClassifierFreeGuidance, EpsModel, GuidanceOptions, guide, with_guidance};
 
 use burn::prelude::*;
 use ember_config::{ExperimentConfig, SamplerKind};
@@ -17,8 +19,7 @@ use ember_model::{NoiseSchedule, UNet};
 pub struct SampleRequest {
     pub classes: Vec<usize>,
     pub per_class: usize,
-    pub guidance_scale: f64,
-    pub negative_class: Option<usize>,
+    pub guidance: GuidanceOptions,
     pub sampler: SamplerKind,
     pub options: SamplerOptions,
     pub seed: u64,
@@ -31,12 +32,12 @@ impl SampleRequest {
         Self {
             classes: (0..config.model.num_classes).collect(),
             per_class: s.per_class,
-            guidance_scale: s.guidance_scale,
-            negative_class: None,
+            guidance: GuidanceOptions::from_config(s),
             sampler: s.sampler,
             options: SamplerOptions {
                 steps: s.steps,
                 eta: s.eta,
+                spacing: s.spacing,
             },
             seed: s.seed,
         }
@@ -62,16 +63,23 @@ pub fn sample_images(
     let [c, h, w] = image_shape;
     let mut noise = SeededNoise::new(request.seed);
     let x_t = noise.normal([labels.len(), c, h, w], device);
-    let guided = ClassifierFreeGuidance::new(
+    with_guidance(
         model,
+        schedule,
         &labels,
-        request.guidance_scale,
-        request.negative_class,
+        &request.guidance,
         device,
-    );
-    match request.sampler {
-        SamplerKind::Ddim => ddim(&guided, schedule, x_t, request.options, &mut noise),
-    }
+        |denoiser| {
+            samplers::sample(
+                request.sampler,
+                denoiser,
+                schedule,
+                x_t,
+                request.options,
+                &mut noise,
+            )
+        },
+    )
 }
 
 /// [`sample_images`] laid out as a grid: one row per requested class, `per_class` columns.

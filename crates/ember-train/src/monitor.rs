@@ -76,7 +76,7 @@ impl RunMonitor {
         for scale in self.config.log_sample_scales() {
             let started = Instant::now();
             let mut request = SampleRequest::from_config(&self.config);
-            request.guidance_scale = scale;
+            request.guidance.scale = scale;
             let grid = sample_grid(
                 &trainer.ema,
                 &trainer.schedule,

@@ -3,7 +3,7 @@
 use crate::DeviceArg;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use ember_config::SamplerKind;
+use ember_config::{SamplerKind, TimestepSpacing};
 use ember_data::{ImageDataset, Split};
 use ember_eval::classifier::{Classifier, dataset_fingerprint, default_dir};
 use ember_eval::eval::{
@@ -23,20 +23,6 @@ pub enum FidArg {
     Inception,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum SamplerArg {
-    /// DDIM (Song et al. 2021); --eta 1 makes it DDPM-like.
-    Ddim,
-}
-
-impl From<SamplerArg> for SamplerKind {
-    fn from(s: SamplerArg) -> Self {
-        match s {
-            SamplerArg::Ddim => SamplerKind::Ddim,
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct EvalArgs {
     /// Run directory written by `ember train`; its newest checkpoint's EMA weights are sampled.
@@ -53,9 +39,12 @@ pub struct EvalArgs {
     /// Denoising steps [default: sample.steps of the run's config].
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Sampler [default: sample.sampler].
-    #[arg(long, value_enum)]
-    pub sampler: Option<SamplerArg>,
+    /// Sampler: ddpm, ddim, dpmpp-2m, euler or heun [default: sample.sampler].
+    #[arg(long)]
+    pub sampler: Option<SamplerKind>,
+    /// Timestep spacing: trailing, leading, linspace or karras [default: sample.spacing].
+    #[arg(long)]
+    pub spacing: Option<TimestepSpacing>,
     /// DDIM eta: 0 deterministic, 1 DDPM-like [default: sample.eta].
     #[arg(long)]
     pub eta: Option<f64>,
@@ -155,7 +144,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ),
         num_classes: classes,
         samples_per_class: args.samples_per_class,
-        sampler: args.sampler.map_or(s.sampler, Into::into),
+        sampler: args.sampler.unwrap_or(s.sampler),
+        spacing: args.spacing.unwrap_or(s.spacing),
         steps,
         eta,
         seed: args.seed.unwrap_or(s.seed),

@@ -93,12 +93,29 @@ enum Command {
         /// Images per class (grid columns) [default: sample.per_class].
         #[arg(long)]
         per_class: Option<usize>,
-        /// DDIM steps [default: sample.steps].
+        /// Sampler: ddpm, ddim, dpmpp-2m, euler or heun [default: sample.sampler].
+        #[arg(long)]
+        sampler: Option<ember_config::SamplerKind>,
+        /// Timestep spacing: trailing, leading, linspace or karras [default: sample.spacing].
+        #[arg(long)]
+        spacing: Option<ember_config::TimestepSpacing>,
+        /// Denoising steps [default: sample.steps].
         #[arg(long)]
         steps: Option<usize>,
         /// DDIM eta: 0 deterministic, 1 DDPM-like [default: sample.eta].
         #[arg(long)]
         eta: Option<f64>,
+        /// Guide only at noise levels sigma in LOW,HIGH (Kynkaanniemi et al. 2024); outside it,
+        /// one conditional forward per step [default: sample.guidance_interval, i.e. always].
+        #[arg(long, value_delimiter = ',', value_name = "LOW,HIGH")]
+        guidance_interval: Option<Vec<f64>>,
+        /// CFG rescale phi in [0, 1] (Lin et al. 2023) [default: sample.cfg_rescale].
+        #[arg(long)]
+        cfg_rescale: Option<f64>,
+        /// Dynamic thresholding percentile, e.g. 0.995 (Imagen); 0 = off
+        /// [default: sample.dynamic_threshold].
+        #[arg(long)]
+        dynamic_threshold: Option<f64>,
         /// Seed of the initial noise [default: sample.seed].
         #[arg(long)]
         seed: Option<u64>,
@@ -244,8 +261,13 @@ fn run(cli: Cli) -> Result<()> {
             classes,
             negative_class,
             per_class,
+            sampler,
+            spacing,
             steps,
             eta,
+            guidance_interval,
+            cfg_rescale,
+            dynamic_threshold,
             seed,
             checkpoint,
             raw,
@@ -253,11 +275,31 @@ fn run(cli: Cli) -> Result<()> {
             device,
             out,
         } => {
-            let (run_dir, config) = RunDir::open(&run)?;
+            let (run_dir, mut config) = RunDir::open(&run)?;
+            // Flags override the run's [sample] table and are validated with it.
+            let s = &mut config.sample;
+            s.sampler = sampler.unwrap_or(s.sampler);
+            s.spacing = spacing.unwrap_or(s.spacing);
+            s.guidance_interval = guidance_interval.unwrap_or(s.guidance_interval.clone());
+            s.cfg_rescale = cfg_rescale.unwrap_or(s.cfg_rescale);
+            s.dynamic_threshold = dynamic_threshold.unwrap_or(s.dynamic_threshold);
+            config
+                .validate(Path::new("the command line"))
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}",
+                        e.to_string()
+                            .replace(
+                                "invalid config file the command line: key `sample.",
+                                "flag `--"
+                            )
+                            .replace('_', "-")
+                    )
+                })?;
             let names = class_names(&run_dir, &config)?;
             let mut request = SampleRequest::from_config(&config);
             if let Some(g) = guidance {
-                request.guidance_scale = g;
+                request.guidance.scale = g;
             }
             if !classes.is_empty() {
                 request.classes = classes
@@ -265,7 +307,7 @@ fn run(cli: Cli) -> Result<()> {
                     .map(|c| resolve_class(c, &names, &run_dir, "--class"))
                     .collect::<Result<_>>()?;
             }
-            request.negative_class = negative_class
+            request.guidance.negative_class = negative_class
                 .map(|c| resolve_class(&c, &names, &run_dir, "--negative-class"))
                 .transpose()?;
             if let Some(n) = per_class {
@@ -299,12 +341,13 @@ fn run(cli: Cli) -> Result<()> {
             let start = Instant::now();
             write_sample_grid(&model, &config, &request, &device, &out)?;
             println!(
-                "wrote {} ({} classes x {} samples, scale {}, {} steps, {:.1}s)",
+                "wrote {} ({} classes x {} samples, scale {}, {} {} steps, {:.1}s)",
                 out.display(),
                 request.classes.len(),
                 request.per_class,
-                request.guidance_scale,
+                request.guidance.scale,
                 request.options.steps,
+                request.sampler.name(),
                 start.elapsed().as_secs_f64()
             );
             Ok(())
@@ -353,7 +396,7 @@ fn check_request(request: &SampleRequest, config: &ExperimentConfig) -> Result<(
     if let Some(c) = request.classes.iter().find(|&&c| c >= n) {
         bail!("--class {c} is out of range: the model has classes 0..{n}");
     }
-    if let Some(c) = request.negative_class.filter(|&c| c >= n) {
+    if let Some(c) = request.guidance.negative_class.filter(|&c| c >= n) {
         bail!("--negative-class {c} is out of range: the model has classes 0..{n}");
     }
     if request.per_class == 0 {
@@ -366,7 +409,7 @@ fn check_request(request: &SampleRequest, config: &ExperimentConfig) -> Result<(
     if !(0.0..=1.0).contains(&request.options.eta) {
         bail!("--eta must be in [0, 1]");
     }
-    if !request.guidance_scale.is_finite() {
+    if !request.guidance.scale.is_finite() {
         bail!("--guidance must be a finite number");
     }
     Ok(())
