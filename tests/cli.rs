@@ -214,6 +214,89 @@ fn every_sampler_runs_from_the_cli_with_every_guidance_option() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn img2img_and_inpainting_from_the_cli_keep_the_unmasked_pixels() {
+    use ember_sample::grid::{GridImage, write_png};
+    let dir = workdir("inpaint");
+    let config = smoke_config_on_fixture(&dir);
+    let run = dir.join("run");
+    let out = train(&config, &run);
+    assert!(out.status.success(), "{}", text(&out));
+    // A 28x28 source (a bright square) and a mask regenerating its right half.
+    let source = GridImage {
+        width: 28,
+        height: 28,
+        channels: 1,
+        pixels: (0..28 * 28)
+            .map(|i| {
+                if (6..22).contains(&(i / 28)) && (6..22).contains(&(i % 28)) {
+                    230
+                } else {
+                    10
+                }
+            })
+            .collect(),
+    };
+    let mask = GridImage {
+        pixels: (0..28 * 28)
+            .map(|i| if i % 28 >= 14 { 255 } else { 0 })
+            .collect(),
+        ..source.clone()
+    };
+    let (init, mask_png) = (dir.join("init.png"), dir.join("mask.png"));
+    write_png(&source, &init).unwrap();
+    write_png(&mask, &mask_png).unwrap();
+    for sampler in ["ddim", "heun", "dpmpp-2m"] {
+        let png = dir.join(format!("inpaint-{sampler}.png"));
+        let out = sample_two_classes(
+            &run,
+            &png,
+            &[
+                "--sampler",
+                sampler,
+                "--init",
+                init.to_str().unwrap(),
+                "--mask",
+                mask_png.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let grid = read_png(&png).unwrap();
+        let p = GRID_PADDING;
+        for tile in 0..6 {
+            let (top, left) = (p + (tile / 3) * (28 + p), p + (tile % 3) * (28 + p));
+            for y in 0..28 {
+                for x in 0..14 {
+                    let (got, want) = (grid.at(left + x, top + y, 0), source.at(x, y, 0));
+                    assert!(
+                        got.abs_diff(want) <= 1,
+                        "{sampler} tile {tile} ({x},{y}): {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+    let png = dir.join("img2img.png");
+    let out = sample_two_classes(
+        &run,
+        &png,
+        &["--init", init.to_str().unwrap(), "--strength", "0.5"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = sample_two_classes(
+        &run,
+        &png,
+        &["--init", init.to_str().unwrap(), "--strength", "0"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("--strength must be in (0, 1]"),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// The smoke config with another data source: `format`, its folder, classes, channels, size.
 fn format_config(dir: &Path, name: &str, edit: impl FnOnce(&mut ExperimentConfig)) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml");

@@ -535,6 +535,7 @@ fn evaluate_scale(
         steps: s.steps,
         eta: s.eta,
         spacing: s.spacing,
+        strength: 1.0,
     };
     for (b, chunk) in jobs.chunks(s.batch_size).enumerate() {
         let labels: Vec<usize> = chunk.iter().map(|&(class, _)| class).collect();

@@ -2,7 +2,7 @@
 //! `eta` interpolating between deterministic DDIM (0) and DDPM-like ancestral steps (1).
 
 use crate::guidance::EpsModel;
-use crate::samplers::timesteps;
+use crate::samplers::visited_timesteps;
 use burn::prelude::*;
 use ember_config::TimestepSpacing;
 use ember_model::NoiseSchedule;
@@ -49,6 +49,9 @@ pub struct SamplerOptions {
     /// DDIM's stochasticity (other samplers ignore it).
     pub eta: f64,
     pub spacing: TimestepSpacing,
+    /// img2img strength: the fraction of the steps that run (the rest are skipped, and the
+    /// sampler starts from a noised image at the first step that runs); 1 = from pure noise.
+    pub strength: f64,
 }
 
 impl SamplerOptions {
@@ -58,6 +61,7 @@ impl SamplerOptions {
             steps,
             eta: 0.0,
             spacing: TimestepSpacing::Trailing,
+            strength: 1.0,
         }
     }
 }
@@ -75,7 +79,7 @@ pub fn ddim(
 ) -> Tensor<4> {
     let device = x_t.device();
     let shape = x_t.dims();
-    let ts = timesteps(schedule, options.steps, options.spacing);
+    let ts = visited_timesteps(schedule, options);
     let mut x = x_t;
     for (i, &t) in ts.iter().enumerate() {
         let prev = ts.get(i + 1).copied();
@@ -103,6 +107,7 @@ pub fn ddim(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::samplers::timesteps;
     use ember_config::DiffusionConfig;
 
     /// A fixed, input-dependent "model" so the tests need no training.

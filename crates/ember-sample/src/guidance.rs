@@ -13,7 +13,9 @@
 //! - [`DynamicThreshold`] (Saharia et al. 2022, Imagen, section 2.3): clips each predicted clean
 //!   image at a percentile of its absolute values and rescales it into [-1, 1].
 //!
-//! [`with_guidance`] stacks them as a config asks.
+//! - [`Inpaint`]: keeps the pixels of a source image outside a mask.
+//!
+//! [`with_guidance`] stacks the guidance wrappers as a config asks.
 
 use burn::prelude::*;
 use ember_config::SampleConfig;
@@ -194,6 +196,47 @@ impl EpsModel for DynamicThreshold<'_> {
             out.extend(row.iter().map(|v| v.clamp(-s, s) / s));
         }
         let x0 = Tensor::<4>::from_data(TensorData::new(out, [b, c, h, w]), &device);
+        (x - x0.mul_scalar(ab.sqrt())).div_scalar((1.0 - ab).sqrt())
+    }
+}
+
+/// Inpainting (the reference article's section 6) as a denoiser wrapper: where `keep` is 1 the
+/// predicted clean image is replaced by `source`, and the noise is re-derived from that, so
+/// every sampler carries the kept pixels to the source while the rest is generated around
+/// them. Samplers end on the predicted clean image, so the kept pixels end equal to the source.
+pub struct Inpaint<'a> {
+    inner: &'a dyn EpsModel,
+    schedule: &'a NoiseSchedule,
+    /// `[batch, ch, h, w]` in [-1, 1]
+    source: Tensor<4>,
+    /// `[batch, 1, h, w]`: 1 = keep the source pixel, 0 = generate
+    keep: Tensor<4>,
+}
+
+impl<'a> Inpaint<'a> {
+    pub fn new(
+        inner: &'a dyn EpsModel,
+        schedule: &'a NoiseSchedule,
+        source: Tensor<4>,
+        keep: Tensor<4>,
+    ) -> Self {
+        Self {
+            inner,
+            schedule,
+            source,
+            keep,
+        }
+    }
+}
+
+impl EpsModel for Inpaint<'_> {
+    fn eps(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
+        let ab = self.schedule.alpha_bar(Some(timestep));
+        let eps = self.inner.eps(x.clone(), timestep);
+        let x0 = (x.clone() - eps.mul_scalar((1.0 - ab).sqrt())).div_scalar(ab.sqrt());
+        let [_, c, _, _] = x0.dims();
+        let keep = self.keep.clone().repeat_dim(1, c);
+        let x0 = self.source.clone() * keep.clone() + x0 * keep.neg().add_scalar(1.0);
         (x - x0.mul_scalar(ab.sqrt())).div_scalar((1.0 - ab).sqrt())
     }
 }
@@ -514,5 +557,62 @@ mod tests {
                 (x.clone() - x.mul_scalar(0.1 * ab.sqrt())).div_scalar((1.0 - ab).sqrt())
             }
         }
+    }
+
+    #[test]
+    fn inpainting_ends_with_the_kept_pixels_of_the_source_for_every_sampler() {
+        use ember_config::SamplerKind;
+        let device = Device::flex();
+        let m = model(&device);
+        let s = schedule();
+        let (x, labels) = inputs(&device); // [2, 1, 8, 8]
+        let source = x.clone().tanh(); // any image in [-1, 1]
+        // Keep the left half, regenerate the right half.
+        let keep: Vec<f32> = (0..64).map(|i| if i % 8 < 4 { 1.0 } else { 0.0 }).collect();
+        let keep =
+            Tensor::<4>::from_data(TensorData::new(keep, [1, 1, 8, 8]), &device).repeat_dim(0, 2);
+        let cfg = ClassifierFreeGuidance::new(&m, &labels, 3.0, None, &device);
+        for kind in [
+            SamplerKind::Ddpm,
+            SamplerKind::Ddim,
+            SamplerKind::DpmppTwoM,
+            SamplerKind::Euler,
+            SamplerKind::Heun,
+        ] {
+            let inpaint = Inpaint::new(&cfg, &s, source.clone(), keep.clone());
+            let mut noise = crate::SeededNoise::new(4);
+            let options = crate::SamplerOptions {
+                strength: 0.7,
+                ..crate::SamplerOptions::steps(6)
+            };
+            let out = crate::samplers::sample(kind, &inpaint, &s, x.clone(), options, &mut noise);
+            let kept_err = max_abs_diff(out.clone() * keep.clone(), source.clone() * keep.clone());
+            assert!(kept_err < 1e-4, "{kind:?}: kept pixels moved by {kept_err}");
+            let free = keep.clone().neg().add_scalar(1.0);
+            let changed = max_abs_diff(out * free.clone(), source.clone() * free);
+            assert!(
+                changed > 1e-2,
+                "{kind:?}: the masked half was not regenerated"
+            );
+        }
+    }
+
+    #[test]
+    fn strength_runs_the_last_fraction_of_the_steps() {
+        let s = schedule();
+        let options = |strength| crate::SamplerOptions {
+            strength,
+            ..crate::SamplerOptions::steps(10)
+        };
+        let all = crate::samplers::visited_timesteps(&s, options(1.0));
+        assert_eq!(all.len(), 10);
+        assert_eq!(
+            crate::samplers::visited_timesteps(&s, options(0.6)),
+            all[4..]
+        );
+        assert_eq!(
+            crate::samplers::visited_timesteps(&s, options(0.01)),
+            all[9..]
+        );
     }
 }

@@ -23,6 +23,18 @@ pub struct SampleRequest {
     pub sampler: SamplerKind,
     pub options: SamplerOptions,
     pub seed: u64,
+    /// img2img / inpainting: start from this image instead of pure noise.
+    pub init: Option<InitImage>,
+}
+
+/// The image img2img starts from (noised to the first step `options.strength` lets run), and
+/// optionally the region inpainting regenerates.
+#[derive(Debug, Clone)]
+pub struct InitImage {
+    /// `[1, ch, h, w]` in [-1, 1]
+    pub image: Tensor<4>,
+    /// `[1, 1, h, w]`: 1 = regenerate, 0 = keep the image's pixel. `None`: regenerate everything.
+    pub mask: Option<Tensor<4>>,
 }
 
 impl SampleRequest {
@@ -38,8 +50,10 @@ impl SampleRequest {
                 steps: s.steps,
                 eta: s.eta,
                 spacing: s.spacing,
+                strength: 1.0,
             },
             seed: s.seed,
+            init: None,
         }
     }
 }
@@ -62,22 +76,33 @@ pub fn sample_images(
         .collect();
     let [c, h, w] = image_shape;
     let mut noise = SeededNoise::new(request.seed);
-    let x_t = noise.normal([labels.len(), c, h, w], device);
+    let n = labels.len();
+    let x_t = noise.normal([n, c, h, w], device);
+    let (kind, options) = (request.sampler, request.options);
+    let Some(init) = &request.init else {
+        return with_guidance(model, schedule, &labels, &request.guidance, device, |d| {
+            samplers::sample(kind, d, schedule, x_t, options, &mut noise)
+        });
+    };
+    // img2img: the init image noised to the first timestep that runs.
+    let t0 = samplers::visited_timesteps(schedule, options)[0];
+    let ab = schedule.alpha_bar(Some(t0));
+    let source = init.image.clone().to_device(device).repeat_dim(0, n);
+    let x_start = source.clone().mul_scalar(ab.sqrt()) + x_t.mul_scalar((1.0 - ab).sqrt());
     with_guidance(
         model,
         schedule,
         &labels,
         &request.guidance,
         device,
-        |denoiser| {
-            samplers::sample(
-                request.sampler,
-                denoiser,
-                schedule,
-                x_t,
-                request.options,
-                &mut noise,
-            )
+        |d| match &init.mask {
+            Some(mask) => {
+                let regenerate = mask.clone().to_device(device).repeat_dim(0, n);
+                let keep = regenerate.neg().add_scalar(1.0);
+                let inpaint = guidance::Inpaint::new(d, schedule, source, keep);
+                samplers::sample(kind, &inpaint, schedule, x_start, options, &mut noise)
+            }
+            None => samplers::sample(kind, d, schedule, x_start, options, &mut noise),
         },
     )
 }

@@ -94,6 +94,14 @@ pub fn timesteps(schedule: &NoiseSchedule, steps: usize, spacing: TimestepSpacin
     }
 }
 
+/// The timesteps a sampler run visits: [`timesteps`] without the first `1 - strength` of them
+/// (img2img), at least one.
+pub fn visited_timesteps(schedule: &NoiseSchedule, options: SamplerOptions) -> Vec<usize> {
+    let all = timesteps(schedule, options.steps, options.spacing);
+    let run = ((all.len() as f64 * options.strength).round() as usize).clamp(1, all.len());
+    all[all.len() - run..].to_vec()
+}
+
 /// The model's clean-image prediction at `x` (timestep `t`), clipped to [-1, 1].
 fn denoise(model: &dyn EpsModel, schedule: &NoiseSchedule, x: Tensor<4>, t: usize) -> Tensor<4> {
     let ab = schedule.alpha_bar(Some(t));
@@ -115,7 +123,7 @@ pub fn ddpm(
 ) -> Tensor<4> {
     let device = x_t.device();
     let shape = x_t.dims();
-    let ts = timesteps(schedule, options.steps, options.spacing);
+    let ts = visited_timesteps(schedule, options);
     let mut x = x_t;
     for (i, &t) in ts.iter().enumerate() {
         let prev = ts.get(i + 1).copied();
@@ -165,7 +173,7 @@ fn ode_solve(
     options: SamplerOptions,
     second_order: bool,
 ) -> Tensor<4> {
-    let ts = timesteps(schedule, options.steps, options.spacing);
+    let ts = visited_timesteps(schedule, options);
     let first = ts[0];
     let mut z = x_t.div_scalar(schedule.alpha_bar(Some(first)).sqrt());
     for (i, &t) in ts.iter().enumerate() {
@@ -195,7 +203,7 @@ pub fn dpmpp_2m(
     x_t: Tensor<4>,
     options: SamplerOptions,
 ) -> Tensor<4> {
-    let ts = timesteps(schedule, options.steps, options.spacing);
+    let ts = visited_timesteps(schedule, options);
     let mut z = x_t.div_scalar(schedule.alpha_bar(Some(ts[0])).sqrt());
     // (previous x0 prediction, previous step size in lambda)
     let mut previous: Option<(Tensor<4>, f64)> = None;
@@ -288,11 +296,7 @@ mod tests {
             let run = |seed| {
                 let mut noise = SeededNoise::new(seed);
                 let x = noise.normal([2, 1, 4, 4], &device);
-                let options = SamplerOptions {
-                    steps: 8,
-                    eta: 0.0,
-                    spacing: TimestepSpacing::Trailing,
-                };
+                let options = SamplerOptions::steps(8);
                 sample(kind, &Shrink, &schedule(), x, options, &mut noise)
                     .into_data()
                     .try_into_vec::<f32>()
@@ -433,6 +437,7 @@ mod tests {
                 steps,
                 eta,
                 spacing,
+                strength: 1.0,
             };
             let out = sample(kind, &mixture, &mixture.schedule, x, options, &mut noise);
             let values = out.into_data().try_into_vec::<f32>().unwrap();

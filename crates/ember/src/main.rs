@@ -5,6 +5,7 @@ mod classifier_cmd;
 mod eval_cmd;
 
 use anyhow::{Context, Result, bail};
+use burn::prelude::{Device, Tensor, TensorData};
 use clap::{Parser, Subcommand, ValueEnum};
 use ember_config::{DeviceKind, ExperimentConfig};
 use ember_data::{ImageDataset, Split};
@@ -119,6 +120,18 @@ enum Command {
         /// Seed of the initial noise [default: sample.seed].
         #[arg(long)]
         seed: Option<u64>,
+        /// img2img: start from this PNG/JPEG (fitted to the model's size and channels), noised
+        /// to the step --strength lets the sampler start at, for every row.
+        #[arg(long)]
+        init: Option<PathBuf>,
+        /// img2img strength in (0, 1]: the fraction of the steps that run; higher strays
+        /// further from --init [default: 0.6, or 1 with --mask].
+        #[arg(long, requires = "init")]
+        strength: Option<f64>,
+        /// Inpainting: a PNG/JPEG mask of the --init image; white (> 127) is regenerated, the
+        /// rest kept.
+        #[arg(long, requires = "init")]
+        mask: Option<PathBuf>,
         /// Checkpoint folder to load [default: the run's latest, checkpoints/latest].
         #[arg(long)]
         checkpoint: Option<PathBuf>,
@@ -269,6 +282,9 @@ fn run(cli: Cli) -> Result<()> {
             cfg_rescale,
             dynamic_threshold,
             seed,
+            init,
+            strength,
+            mask,
             checkpoint,
             raw,
             weights: weights_file,
@@ -322,6 +338,14 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(s) = seed {
                 request.seed = s;
             }
+            if let Some(path) = init {
+                let strength = strength.unwrap_or(if mask.is_some() { 1.0 } else { 0.6 });
+                if !(strength > 0.0 && strength <= 1.0) {
+                    bail!("--strength must be in (0, 1], got {strength}");
+                }
+                request.options.strength = strength;
+                request.init = Some(load_init(&path, mask.as_deref(), &config)?);
+            }
             check_request(&request, &config)?;
             let weights = if raw { Weights::Raw } else { Weights::Ema };
             let device = select_device(device.into())?;
@@ -353,6 +377,34 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The `--init` image (and `--mask`) fitted to the model's size and channels.
+fn load_init(
+    path: &Path,
+    mask: Option<&Path>,
+    config: &ExperimentConfig,
+) -> Result<ember_sample::InitImage> {
+    let (c, size) = (config.model.image_channels, config.model.image_size);
+    let device = Device::flex();
+    let to_tensor = |pixels: Vec<u8>, channels: usize, f: fn(u8) -> f32| {
+        let values: Vec<f32> = pixels.into_iter().map(f).collect();
+        Tensor::<4>::from_data(TensorData::new(values, [1, channels, size, size]), &device)
+    };
+    let image = ember_data::folder::decode_file(path, c, size)
+        .with_context(|| format!("--init {}", path.display()))?;
+    let mask = match mask {
+        Some(m) => {
+            let pixels = ember_data::folder::decode_file(m, 1, size)
+                .with_context(|| format!("--mask {}", m.display()))?;
+            Some(to_tensor(pixels, 1, |p| if p > 127 { 1.0 } else { 0.0 }))
+        }
+        None => None,
+    };
+    Ok(ember_sample::InitImage {
+        image: to_tensor(image, c, ember_data::pixel_to_unit),
+        mask,
+    })
 }
 
 /// The class names of a run: its classes.txt, or numbers for runs written before it existed.
