@@ -297,6 +297,37 @@ fn img2img_and_inpainting_from_the_cli_keep_the_unmasked_pixels() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn v_and_x0_objectives_with_min_snr_weighting_train_and_sample() {
+    let dir = workdir("objectives");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_fixture(&data);
+    for prediction in ["v", "x0"] {
+        let config = format_config(&dir, prediction, |c| {
+            c.data.root = data.clone();
+            c.diffusion.prediction = toml::Value::from(prediction).try_into().unwrap();
+            c.train.min_snr_gamma = 5.0;
+        });
+        let run = dir.join(format!("run-{prediction}"));
+        let out = train(&config, &run);
+        assert!(out.status.success(), "{}", text(&out));
+        let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+        assert!(
+            resolved.contains(&format!("prediction = \"{prediction}\"")),
+            "{resolved}"
+        );
+        assert!(resolved.contains("min_snr_gamma = 5.0"), "{resolved}");
+        let out = sample_two_classes(
+            &run,
+            &dir.join(format!("{prediction}.png")),
+            &["--sampler", "heun"],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// The smoke config with another data source: `format`, its folder, classes, channels, size.
 fn format_config(dir: &Path, name: &str, edit: impl FnOnce(&mut ExperimentConfig)) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml");

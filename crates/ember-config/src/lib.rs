@@ -218,6 +218,18 @@ pub enum BetaSchedule {
     Cosine,
 }
 
+/// What the network predicts (and is trained to predict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Prediction {
+    /// The noise `eps` (Ho et al. 2020).
+    Epsilon,
+    /// The velocity `v = sqrt(abar) eps - sqrt(1 - abar) x0` (Salimans & Ho 2022).
+    V,
+    /// The clean image `x0`.
+    X0,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiffusionConfig {
@@ -226,6 +238,8 @@ pub struct DiffusionConfig {
     pub beta_schedule: BetaSchedule,
     pub beta_start: f64,
     pub beta_end: f64,
+    /// "epsilon", "v" or "x0": the network's output and training target.
+    pub prediction: Prediction,
 }
 
 impl Default for DiffusionConfig {
@@ -235,6 +249,7 @@ impl Default for DiffusionConfig {
             beta_schedule: BetaSchedule::Linear,
             beta_start: 1e-4,
             beta_end: 0.02,
+            prediction: Prediction::Epsilon,
         }
     }
 }
@@ -273,6 +288,10 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// What a non-finite (NaN or infinite) loss does: stop the run, or skip that batch.
     pub on_nonfinite_loss: NonFiniteLoss,
+    /// Min-SNR-gamma loss weighting (Hang et al. 2023): each sample's loss is weighted so that
+    /// low-noise timesteps (SNR above gamma) count as if their SNR were gamma; 0 = off (the
+    /// plain mean squared error). The paper uses 5.
+    pub min_snr_gamma: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,6 +319,7 @@ impl Default for TrainConfig {
             checkpoint_every: 500,
             keep_checkpoints: 3,
             on_nonfinite_loss: NonFiniteLoss::Stop,
+            min_snr_gamma: 0.0,
         }
     }
 }
@@ -685,6 +705,12 @@ impl ExperimentConfig {
         }
         if t.weight_decay.is_nan() || t.weight_decay < 0.0 {
             return Err(bad("train.weight_decay", "expected >= 0".into()));
+        }
+        if !(t.min_snr_gamma >= 0.0 && t.min_snr_gamma.is_finite()) {
+            return Err(bad(
+                "train.min_snr_gamma",
+                format!("expected >= 0 (0 = off), got {}", t.min_snr_gamma),
+            ));
         }
         if t.log_every == 0 {
             return Err(bad("train.log_every", "expected at least 1".into()));

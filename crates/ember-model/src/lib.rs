@@ -8,6 +8,6 @@ pub mod schedule;
 pub mod unet;
 pub mod weights;
 
-pub use loss::epsilon_mse;
+pub use loss::{epsilon_mse, min_snr_weights, weighted_mse};
 pub use schedule::NoiseSchedule;
 pub use unet::{UNet, UNetConfig, labels_tensor, null_class, with_backend_rng};

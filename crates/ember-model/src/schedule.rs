@@ -4,13 +4,14 @@
 //! Timestep indices run `0..T`; index `t` has `alphas_cumprod[t] = prod_{s<=t} (1 - beta_s)`.
 
 use burn::prelude::*;
-use ember_config::{BetaSchedule, DiffusionConfig};
+use ember_config::{BetaSchedule, DiffusionConfig, Prediction};
 
-/// Betas and their cumulative products, in f64 on the host.
+/// Betas and their cumulative products, in f64 on the host, and what the network predicts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoiseSchedule {
     betas: Vec<f64>,
     alphas_cumprod: Vec<f64>,
+    prediction: Prediction,
 }
 
 impl NoiseSchedule {
@@ -44,7 +45,66 @@ impl NoiseSchedule {
         Self {
             betas,
             alphas_cumprod,
+            prediction: config.prediction,
         }
+    }
+
+    /// What the network predicts.
+    pub fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+
+    /// Signal-to-noise ratio `abar / (1 - abar)` of timestep `t`.
+    pub fn snr(&self, t: usize) -> f64 {
+        let ab = self.alphas_cumprod[t];
+        ab / (1.0 - ab)
+    }
+
+    /// The training target of the network for `x0` noised with `noise` at `timesteps`: the noise,
+    /// the velocity `sqrt(abar) eps - sqrt(1 - abar) x0`, or `x0`.
+    ///
+    /// # Shapes
+    /// - x0, noise: `[batch, ch, h, w]`; `timesteps.len() == batch`
+    pub fn target(&self, x0: Tensor<4>, noise: Tensor<4>, timesteps: &[usize]) -> Tensor<4> {
+        match self.prediction {
+            Prediction::Epsilon => noise,
+            Prediction::X0 => x0,
+            Prediction::V => {
+                let (signal, sigma) = self.coefficients(timesteps, &x0.device());
+                noise * signal - x0 * sigma
+            }
+        }
+    }
+
+    /// The noise implied by a network output at `x` (timestep `t`): the inverse of [`target`]
+    /// given `x_t = sqrt(abar) x0 + sqrt(1 - abar) eps`.
+    ///
+    /// [`target`]: NoiseSchedule::target
+    pub fn output_to_eps(&self, output: Tensor<4>, x: Tensor<4>, t: usize) -> Tensor<4> {
+        let ab = self.alphas_cumprod[t];
+        match self.prediction {
+            Prediction::Epsilon => output,
+            // eps = sqrt(abar) v + sqrt(1 - abar) x
+            Prediction::V => output.mul_scalar(ab.sqrt()) + x.mul_scalar((1.0 - ab).sqrt()),
+            // eps = (x - sqrt(abar) x0) / sqrt(1 - abar)
+            Prediction::X0 => (x - output.mul_scalar(ab.sqrt())).div_scalar((1.0 - ab).sqrt()),
+        }
+    }
+
+    /// `sqrt(abar_t)` and `sqrt(1 - abar_t)` per row, as `[batch, 1, 1, 1]` tensors.
+    fn coefficients(&self, timesteps: &[usize], device: &Device) -> (Tensor<4>, Tensor<4>) {
+        let b = timesteps.len();
+        let (signal, sigma): (Vec<f32>, Vec<f32>) = timesteps
+            .iter()
+            .map(|&t| {
+                let ab = self.alphas_cumprod[t];
+                (ab.sqrt() as f32, (1.0 - ab).sqrt() as f32)
+            })
+            .unzip();
+        let column = |v: Vec<f32>| {
+            Tensor::<1>::from_data(TensorData::new(v, [b]), device).reshape([b, 1, 1, 1])
+        };
+        (column(signal), column(sigma))
     }
 
     /// Number of training timesteps T.
@@ -74,19 +134,7 @@ impl NoiseSchedule {
     /// # Shapes
     /// - x0, noise: `[batch, ch, h, w]`; `timesteps.len() == batch`
     pub fn add_noise(&self, x0: Tensor<4>, noise: Tensor<4>, timesteps: &[usize]) -> Tensor<4> {
-        let device = x0.device();
-        let b = timesteps.len();
-        let (signal, sigma): (Vec<f32>, Vec<f32>) = timesteps
-            .iter()
-            .map(|&t| {
-                let ab = self.alphas_cumprod[t];
-                (ab.sqrt() as f32, (1.0 - ab).sqrt() as f32)
-            })
-            .unzip();
-        let signal =
-            Tensor::<1>::from_data(TensorData::new(signal, [b]), &device).reshape([b, 1, 1, 1]);
-        let sigma =
-            Tensor::<1>::from_data(TensorData::new(sigma, [b]), &device).reshape([b, 1, 1, 1]);
+        let (signal, sigma) = self.coefficients(timesteps, &x0.device());
         x0 * signal + noise * sigma // [batch, ch, h, w]
     }
 }
@@ -136,6 +184,28 @@ mod tests {
         assert!(s.alphas_cumprod()[0] > 0.999);
         assert!(s.alphas_cumprod()[999] < 1e-6);
         assert!(s.betas().iter().all(|&b| b <= 0.999));
+    }
+
+    #[test]
+    fn every_prediction_round_trips_to_the_noise() {
+        let device = Device::flex();
+        let x0 = Tensor::<4>::from_floats([[[[0.5, -0.25]]], [[[0.9, 0.1]]]], &device);
+        let noise = Tensor::<4>::from_floats([[[[1.5, -0.7]]], [[[-0.2, 0.3]]]], &device);
+        for prediction in [Prediction::Epsilon, Prediction::V, Prediction::X0] {
+            let s = NoiseSchedule::new(&DiffusionConfig {
+                prediction,
+                ..DiffusionConfig::default()
+            });
+            for t in [0, 400, 999] {
+                let x_t = s.add_noise(x0.clone(), noise.clone(), &[t, t]);
+                let target = s.target(x0.clone(), noise.clone(), &[t, t]);
+                let eps = s.output_to_eps(target, x_t, t);
+                let err: f32 = (eps - noise.clone()).abs().max().into_scalar();
+                // x0 prediction divides by sqrt(1 - abar), about 0.01 at t = 0.
+                assert!(err < 2e-3, "{prediction:?} t={t}: {err}");
+            }
+        }
+        assert!(schedule(BetaSchedule::Linear).snr(0) > 1e3);
     }
 
     #[test]

@@ -15,6 +15,11 @@
 //!
 //! - [`Inpaint`]: keeps the pixels of a source image outside a mask.
 //!
+//! - [`OutputToEps`]: turns a velocity or clean-image network's (guided) output into noise.
+//!   CFG combines outputs in the network's own parameterisation; as the conversion is affine in
+//!   the output for a given `x` and timestep, this equals guiding the implied noise, and CFG
+//!   rescale acts on the network's output, as Lin et al. apply it to v-prediction.
+//!
 //! [`with_guidance`] stacks the guidance wrappers as a config asks.
 
 use burn::prelude::*;
@@ -49,7 +54,8 @@ pub fn rescale(guided: Tensor<4>, eps_cond: Tensor<4>, phi: f64) -> Tensor<4> {
     rescaled.mul_scalar(phi) + guided.mul_scalar(1.0 - phi)
 }
 
-/// The guided denoiser for fixed per-row class labels.
+/// The guided denoiser for fixed per-row class labels. It combines the network's outputs, which
+/// are noise only for noise-prediction models: [`with_guidance`] wraps it in [`OutputToEps`].
 pub struct ClassifierFreeGuidance<'a> {
     model: &'a UNet,
     /// `[batch]` requested classes.
@@ -241,6 +247,26 @@ impl EpsModel for Inpaint<'_> {
     }
 }
 
+/// The noise implied by the wrapped denoiser's output under the schedule's prediction type (a
+/// no-op for noise prediction).
+pub struct OutputToEps<'a> {
+    inner: &'a dyn EpsModel,
+    schedule: &'a NoiseSchedule,
+}
+
+impl<'a> OutputToEps<'a> {
+    pub fn new(inner: &'a dyn EpsModel, schedule: &'a NoiseSchedule) -> Self {
+        Self { inner, schedule }
+    }
+}
+
+impl EpsModel for OutputToEps<'_> {
+    fn eps(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
+        let output = self.inner.eps(x.clone(), timestep);
+        self.schedule.output_to_eps(output, x, timestep)
+    }
+}
+
 /// How to guide: the `[sample]` keys other than the sampler's own.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GuidanceOptions {
@@ -294,6 +320,10 @@ pub fn with_guidance<R>(
         ClassifierFreeGuidance::new(model, labels, options.scale, options.negative_class, device)
             .with_rescale(options.rescale);
     let plain = ClassifierFreeGuidance::new(model, labels, 1.0, None, device);
+    let (cfg, plain) = (
+        OutputToEps::new(&cfg, schedule),
+        OutputToEps::new(&plain, schedule),
+    );
     let interval;
     let guided: &dyn EpsModel = match options.interval {
         Some(range) => {

@@ -385,6 +385,69 @@ mod tests {
         }
     }
 
+    /// The mixture's exact denoiser reporting in another parameterisation (v or x0), as a network
+    /// trained for it would.
+    struct Reparameterised<'a>(&'a Mixture, NoiseSchedule);
+    impl EpsModel for Reparameterised<'_> {
+        fn eps(&self, x: Tensor<4>, t: usize) -> Tensor<4> {
+            let ab = self.1.alpha_bar(Some(t));
+            let eps = self.0.eps(x.clone(), t);
+            let x0 = (x - eps.clone().mul_scalar((1.0 - ab).sqrt())).div_scalar(ab.sqrt());
+            match self.1.prediction() {
+                ember_config::Prediction::Epsilon => eps,
+                ember_config::Prediction::V => {
+                    eps.mul_scalar(ab.sqrt()) - x0.mul_scalar((1.0 - ab).sqrt())
+                }
+                ember_config::Prediction::X0 => x0,
+            }
+        }
+    }
+
+    #[test]
+    fn v_and_x0_prediction_models_sample_the_same_distribution_through_output_to_eps() {
+        use crate::guidance::OutputToEps;
+        let device = Device::flex();
+        let mixture = Mixture::new();
+        let (true_mean, true_cov) = mixture.mean_and_cov();
+        for prediction in [ember_config::Prediction::V, ember_config::Prediction::X0] {
+            let schedule = NoiseSchedule::new(&ember_config::DiffusionConfig {
+                prediction,
+                ..Default::default()
+            });
+            let model = Reparameterised(&mixture, schedule.clone());
+            let denoiser = OutputToEps::new(&model, &schedule);
+            let mut noise = SeededNoise::new(7);
+            let x = noise.normal([4000, 2, 1, 1], &device);
+            let options = SamplerOptions {
+                spacing: TimestepSpacing::Karras,
+                ..SamplerOptions::steps(20)
+            };
+            let out = sample(
+                SamplerKind::DpmppTwoM,
+                &denoiser,
+                &schedule,
+                x,
+                options,
+                &mut noise,
+            );
+            let values = out.into_data().try_into_vec::<f32>().unwrap();
+            let (mean, cov, second) = moments(&values, &mixture);
+            for i in 0..2 {
+                assert!(
+                    (mean[i] - true_mean[i]).abs() < 0.02,
+                    "{prediction:?} {mean:?}"
+                );
+                for j in 0..2 {
+                    assert!(
+                        (cov[i][j] - true_cov[i][j]).abs() < 0.02,
+                        "{prediction:?} {cov:?}"
+                    );
+                }
+            }
+            assert!((second - 0.7).abs() < 0.025, "{prediction:?} {second}");
+        }
+    }
+
     /// Sample mean, covariance and the fraction of samples nearer the second mode.
     fn moments(samples: &[f32], mixture: &Mixture) -> ([f64; 2], [[f64; 2]; 2], f64) {
         let n = samples.len() / 2;

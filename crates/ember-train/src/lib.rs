@@ -20,7 +20,9 @@ use burn::prelude::*;
 use ember_config::{ExperimentConfig, NonFiniteLoss};
 use ember_data::{EpochView, ImageBatch, ImageBatcher, ImageDataset};
 use ember_model::rng::{Rng, Stream, derive_seed};
-use ember_model::{NoiseSchedule, UNet, UNetConfig, epsilon_mse, with_backend_rng};
+use ember_model::{
+    NoiseSchedule, UNet, UNetConfig, min_snr_weights, weighted_mse, with_backend_rng,
+};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -197,9 +199,10 @@ impl Trainer {
         let noise = Rng::for_stream(seed, Stream::Noise, step).normals(b * c * h * w);
         let noise = Tensor::<4>::from_data(TensorData::new(noise, [b, c, h, w]), &train_device);
 
-        // 3. forward noising and the epsilon loss
+        // 3. forward noising and the prediction
         let x0 = batch.images.to_device(&train_device);
-        let x_t = self.schedule.add_noise(x0, noise.clone(), &timesteps); // [b, c, h, w]
+        let target = self.schedule.target(x0.clone(), noise.clone(), &timesteps);
+        let x_t = self.schedule.add_noise(x0, noise, &timesteps); // [b, c, h, w]
         let t: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
         let t = Tensor::<1>::from_data(TensorData::new(t, [b]), &train_device);
         let labels = ember_model::labels_tensor(&labels, &train_device);
@@ -212,7 +215,10 @@ impl Trainer {
         } else {
             self.model.forward(x_t, t, labels)
         };
-        let loss = epsilon_mse(predicted, noise);
+        // 4. the loss against the configured target, min-SNR weighted if asked
+        let gamma = self.config.train.min_snr_gamma;
+        let weights = (gamma > 0.0).then(|| min_snr_weights(&self.schedule, &timesteps, gamma));
+        let loss = weighted_mse(predicted, target, weights.as_deref());
         let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
         if !loss_value.is_finite() {
             // No update and no EMA step: the batch is consumed and the weights stay as they were.
@@ -220,7 +226,7 @@ impl Trainer {
             return (loss_value, f64::NAN);
         }
 
-        // 4. backward, global-norm clipping, AdamW, EMA
+        // 5. backward, global-norm clipping, AdamW, EMA
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         let (grads, grad_norm) =
             optim::clip_global_norm(&self.model, grads, self.config.train.grad_clip_norm);
