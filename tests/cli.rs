@@ -328,6 +328,80 @@ fn v_and_x0_objectives_with_min_snr_weighting_train_and_sample() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn classifier_guidance_with_a_noise_aware_classifier_from_the_cli() {
+    let dir = workdir("classifier-guidance");
+    let config = smoke_config_on_fixture(&dir);
+    let run = dir.join("run");
+    let out = train(&config, &run);
+    assert!(out.status.success(), "{}", text(&out));
+    let cfg = config.to_str().unwrap();
+    let out = ember(&[
+        "classifier",
+        "train",
+        "--config",
+        cfg,
+        "--epochs",
+        "1",
+        "--noisy",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("noise-aware classifier"),
+        "{}",
+        text(&out)
+    );
+    assert!(dir.join("data/classifier-noisy/classifier.toml").is_file());
+    // CFG (scale 2) plus classifier guidance.
+    let png = dir.join("cg.png");
+    let out = sample_two_classes(&run, &png, &["--classifier-guidance", "3"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(read_png(&png).unwrap().height, grid_size(2, 3, 28).1);
+    // A clean classifier cannot guide; a noise-aware one cannot score an eval.
+    let clean = dir.join("clean");
+    let out = ember(&[
+        "classifier",
+        "train",
+        "--config",
+        cfg,
+        "--epochs",
+        "1",
+        "--out",
+        clean.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = sample_two_classes(
+        &run,
+        &dir.join("x.png"),
+        &[
+            "--classifier-guidance",
+            "3",
+            "--guidance-classifier",
+            clean.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("needs a noise-aware one"),
+        "{}",
+        text(&out)
+    );
+    let noisy = dir.join("data/classifier-noisy");
+    let out = eval_sweep(
+        &run,
+        &dir.join("eval"),
+        "1",
+        &["--classifier", noisy.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("noise-aware classifier"),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// The smoke config with another data source: `format`, its folder, classes, channels, size.
 fn format_config(dir: &Path, name: &str, edit: impl FnOnce(&mut ExperimentConfig)) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml");

@@ -23,8 +23,9 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use ember_config::{ClassifierConfig, DatasetKind};
+use ember_config::{ClassifierConfig, DatasetKind, DiffusionConfig};
 use ember_data::{ImageDataset, pixel_to_unit};
+use ember_model::NoiseSchedule;
 use ember_model::hash::Fnv1a;
 use ember_model::rng::{Rng, Stream, derive_seed};
 use ember_model::with_backend_rng;
@@ -91,12 +92,20 @@ pub fn default_dir(root: &Path) -> PathBuf {
     root.join("classifier")
 }
 
+/// Where `ember classifier train --noisy` saves, and `ember sample --classifier-guidance` looks
+/// for, the noise-aware classifier of the data in `root`: `<root>/classifier-noisy`.
+pub fn default_noisy_dir(root: &Path) -> PathBuf {
+    root.join("classifier-noisy")
+}
+
 /// Builds a [`ClassifierNet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClassifierNetConfig {
     pub num_classes: usize,
     /// Channels (1 grey, 3 RGB) and side of the square input.
     pub image_channels: usize,
+    /// A noise-aware classifier takes one more input plane, constant `t / T`.
+    pub time_channel: bool,
     pub image_size: usize,
     pub feature_dim: usize,
 }
@@ -139,7 +148,11 @@ impl ClassifierNetConfig {
     pub fn init(&self, device: &Device, seed: u64) -> ClassifierNet {
         with_backend_rng(device, seed, || {
             let net = ClassifierNet {
-                conv1: conv3x3(self.image_channels, 32, device),
+                conv1: conv3x3(
+                    self.image_channels + usize::from(self.time_channel),
+                    32,
+                    device,
+                ),
                 conv2: conv3x3(32, 64, device),
                 conv3: conv3x3(64, 64, device),
                 pool: MaxPool2dConfig::new([2, 2]).init(),
@@ -179,6 +192,10 @@ pub struct ClassifierMeta {
     /// 1 (grey) or 3 (RGB); classifiers saved before RGB support are grey.
     #[serde(default = "grey")]
     pub image_channels: usize,
+    /// For a noise-aware classifier (classifier guidance): the diffusion process whose noised
+    /// images it was trained on. `None`: a classifier of clean images.
+    #[serde(default)]
+    pub noise: Option<DiffusionConfig>,
     pub image_size: usize,
     pub feature_dim: usize,
     pub train_images: usize,
@@ -201,6 +218,8 @@ fn grey() -> usize {
 pub struct Classifier {
     net: ClassifierNet,
     meta: ClassifierMeta,
+    /// The schedule of `meta.noise`, for noise-aware classifiers.
+    schedule: Option<NoiseSchedule>,
 }
 
 /// What to train a classifier on.
@@ -211,6 +230,38 @@ pub struct TrainSpec<'a> {
     pub num_classes: usize,
     pub train: &'a ImageDataset,
     pub test: &'a ImageDataset,
+    /// Train a noise-aware classifier on images noised by this process at uniformly drawn
+    /// timesteps (`ember classifier train --noisy`).
+    pub noise: Option<&'a DiffusionConfig>,
+}
+
+/// A noise-aware classifier's input: the noisy images and a plane holding `t / T` per row.
+///
+/// # Shapes
+/// - x_t: `[n, ch, h, w]` -> `[n, ch + 1, h, w]`
+pub fn with_time_plane(x_t: Tensor<4>, timesteps: &[usize], t_max: usize) -> Tensor<4> {
+    let [n, _, h, w] = x_t.dims();
+    let plane: Vec<f32> = timesteps
+        .iter()
+        .flat_map(|&t| std::iter::repeat_n(t as f32 / t_max as f32, h * w))
+        .collect();
+    let plane = Tensor::<4>::from_data(TensorData::new(plane, [n, 1, h, w]), &x_t.device());
+    Tensor::cat(vec![x_t, plane], 1)
+}
+
+/// Noises clean images at seeded uniform timesteps (`(seed, index)` picks the draw) and adds
+/// the time plane: a noise-aware classifier's training (and test) input.
+fn noised_input(images: Tensor<4>, schedule: &NoiseSchedule, seed: u64, index: u64) -> Tensor<4> {
+    let dims = images.dims();
+    let n = dims[0];
+    let mut rng = Rng::for_stream(seed, Stream::Timesteps, index);
+    let timesteps: Vec<usize> = (0..n)
+        .map(|_| rng.below(schedule.len() as u64) as usize)
+        .collect();
+    let noise = Rng::for_stream(seed, Stream::Noise, index).normals(dims.iter().product());
+    let noise = Tensor::<4>::from_data(TensorData::new(noise, dims), &images.device());
+    let x_t = schedule.add_noise(images, noise, &timesteps);
+    with_time_plane(x_t, &timesteps, schedule.len())
 }
 
 /// Images `indices` of a dataset as a `[n, channels, h, w]` tensor in [-1, 1], with their labels.
@@ -260,9 +311,11 @@ impl Classifier {
                 spec.root.display()
             )));
         }
+        let schedule = spec.noise.map(NoiseSchedule::new);
         let shape = ClassifierNetConfig {
             num_classes: spec.num_classes,
             image_channels: spec.train.channels(),
+            time_channel: schedule.is_some(),
             image_size: h,
             feature_dim: c.feature_dim,
         };
@@ -288,6 +341,10 @@ impl Classifier {
             for (b, chunk) in order.chunks(c.batch_size).enumerate() {
                 let (images, labels) =
                     dataset_batch(spec.train, chunk.iter().copied(), &train_device);
+                let images = match &schedule {
+                    Some(s) => noised_input(images, s, c.seed, step as u64),
+                    None => images,
+                };
                 let targets = ember_model::labels_tensor(&labels, &train_device);
                 let (logits, _) = net.forward(images);
                 let predicted = argmax_rows(logits.clone());
@@ -319,6 +376,7 @@ impl Classifier {
         let train_seconds = start.elapsed().as_secs_f64();
         let mut classifier = Self {
             net: net.valid(),
+            schedule,
             meta: ClassifierMeta {
                 format_version: FORMAT_VERSION,
                 dataset: spec.dataset,
@@ -326,6 +384,7 @@ impl Classifier {
                 dataset_fingerprint,
                 num_classes: spec.num_classes,
                 image_channels: spec.train.channels(),
+                noise: spec.noise.cloned(),
                 image_size: h,
                 feature_dim: c.feature_dim,
                 train_images: n,
@@ -394,7 +453,12 @@ impl Classifier {
         while start < n {
             let end = (start + batch.max(1)).min(n);
             let (images, labels) = dataset_batch(dataset, start..end, device);
-            let predicted = argmax_rows(self.logits(images));
+            // Noise-aware: the accuracy over uniformly drawn noise levels (a fixed draw).
+            let images = match &self.schedule {
+                Some(s) => noised_input(images, s, u64::MAX, start as u64),
+                None => images,
+            };
+            let predicted = argmax_rows(self.net.forward(images).0);
             correct += predicted
                 .iter()
                 .zip(&labels)
@@ -494,6 +558,7 @@ impl Classifier {
         let shape = ClassifierNetConfig {
             num_classes: meta.num_classes,
             image_channels: meta.image_channels,
+            time_channel: meta.noise.is_some(),
             image_size: meta.image_size,
             feature_dim: meta.feature_dim,
         };
@@ -501,7 +566,12 @@ impl Classifier {
             .init(device, 0)
             .try_load_file(&weights_path)
             .map_err(|e| invalid(&weights_path, e.to_string()))?;
-        Ok(Self { net, meta })
+        let schedule = meta.noise.as_ref().map(NoiseSchedule::new);
+        Ok(Self {
+            net,
+            meta,
+            schedule,
+        })
     }
 
     /// Checks that this classifier was trained on the data in `root` (by fingerprint).
@@ -523,6 +593,29 @@ impl Classifier {
             self.meta.dataset_root.display(),
             root.display(),
         )))
+    }
+}
+
+/// Classifier guidance's gradient: `grad_x log p(y | x_t, t)` of a noise-aware classifier, by
+/// backpropagating to the input (the weights stay constant).
+impl ember_sample::NoisyClassifier for Classifier {
+    fn grad_log_prob(&self, x: Tensor<4>, timestep: usize, labels: &[usize]) -> Tensor<4> {
+        let schedule = self
+            .schedule
+            .as_ref()
+            .expect("classifier guidance needs a noise-aware classifier (checked when loading)");
+        let device = x.device();
+        let n = labels.len();
+        let x = x.autodiff().require_grad();
+        let input = with_time_plane(x.clone(), &vec![timestep; n], schedule.len());
+        let (logits, _) = self.net.forward(input);
+        let log_probs = burn::tensor::activation::log_softmax(logits, 1); // [n, classes]
+        let labels = ember_model::labels_tensor(labels, &log_probs.device()).reshape([n, 1]);
+        let picked = log_probs.gather(1, labels).sum();
+        let grads = picked.backward();
+        x.grad(&grads)
+            .expect("the input requires a gradient")
+            .to_device(&device)
     }
 }
 
@@ -635,6 +728,7 @@ mod tests {
             num_classes: 3,
             train: &train,
             test: &test,
+            noise: None,
         };
         let fingerprint = dataset_fingerprint(&train);
         let mut lines = Vec::new();
@@ -712,11 +806,89 @@ mod tests {
     }
 
     #[test]
+    fn a_noise_aware_classifier_trains_and_its_input_gradient_matches_finite_differences() {
+        use ember_sample::NoisyClassifier;
+        let dir = workdir("noisy");
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        write_split(&data, "train", 96, 1);
+        write_split(&data, "t10k", 30, 2);
+        let load = |split| {
+            let data_config = ember_config::DataConfig {
+                root: data.clone(),
+                ..Default::default()
+            };
+            let model = ember_config::ModelConfig {
+                num_classes: 3,
+                image_size: 12,
+                ..Default::default()
+            };
+            ImageDataset::load(&data_config, &model, split, 0).unwrap()
+        };
+        let (train, test) = (load(Split::Train), load(Split::Test));
+        let config = ClassifierConfig {
+            epochs: 6,
+            batch_size: 16,
+            learning_rate: 3e-3,
+            feature_dim: 16,
+            ..ClassifierConfig::default()
+        };
+        let diffusion = DiffusionConfig {
+            timesteps: 100,
+            ..DiffusionConfig::default()
+        };
+        let spec = TrainSpec {
+            config: &config,
+            dataset: DatasetKind::Mnist,
+            root: &data,
+            num_classes: 3,
+            train: &train,
+            test: &test,
+            noise: Some(&diffusion),
+        };
+        let device = Device::flex();
+        let mut classifier =
+            Classifier::train(&spec, dataset_fingerprint(&train), &device, &mut |_| {}).unwrap();
+        // Over uniformly drawn noise levels some images are pure noise; chance is 1/3.
+        let acc = classifier.meta().test_accuracy;
+        assert!(acc > 0.5, "noisy test accuracy {acc}");
+        let saved = dir.join("noisy");
+        classifier.save(&saved).unwrap();
+        let classifier = Classifier::load(&saved, &device, "cfg.toml").unwrap();
+        assert_eq!(classifier.meta().noise.as_ref(), Some(&diffusion));
+
+        // Along the gradient's direction u, d/dh log p(y | x + h u) at h = 0 is |grad|. (The net
+        // is piecewise linear (ReLU, max-pool), so finite differences are taken small.)
+        let (x, _) = dataset_batch(&test, 0..2, &device);
+        let labels = [0, 2];
+        let t = 30;
+        let log_p = |x: Tensor<4>| -> f64 {
+            let input = with_time_plane(x, &[t, t], 100);
+            let lp = burn::tensor::activation::log_softmax(classifier.net.forward(input).0, 1);
+            let v = lp.into_data().try_into_vec::<f32>().unwrap();
+            (v[labels[0]] + v[3 + labels[1]]) as f64
+        };
+        let grad = classifier.grad_log_prob(x.clone(), t, &labels);
+        let norm = (grad.clone().square().sum().into_scalar::<f32>() as f64).sqrt();
+        assert!(norm > 1e-3, "a non-trivial gradient: {norm}");
+        let u = grad.div_scalar(norm);
+        let h = 1e-3;
+        let numeric =
+            (log_p(x.clone() + u.clone().mul_scalar(h)) - log_p(x - u.mul_scalar(h))) / (2.0 * h);
+        assert!(
+            (numeric - norm).abs() < 0.15 * norm,
+            "directional derivative {numeric} vs gradient norm {norm}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn initialisation_is_a_function_of_the_seed() {
         let device = Device::flex();
         let shape = ClassifierNetConfig {
             num_classes: 3,
             image_channels: 1,
+            time_channel: false,
             image_size: 8,
             feature_dim: 4,
         };

@@ -13,6 +13,9 @@
 //! - [`DynamicThreshold`] (Saharia et al. 2022, Imagen, section 2.3): clips each predicted clean
 //!   image at a percentile of its absolute values and rescales it into [-1, 1].
 //!
+//! - [`ClassifierGuidance`] (Dhariwal & Nichol 2021, Algorithm 2; the reference article's
+//!   baseline): `eps - s sqrt(1 - abar) grad_x log p(y | x_t)` with the gradient of a
+//!   noise-aware classifier ([`NoisyClassifier`], e.g. `ember classifier train --noisy`).
 //! - [`Inpaint`]: keeps the pixels of a source image outside a mask.
 //!
 //! - [`OutputToEps`]: turns a velocity or clean-image network's (guided) output into noise.
@@ -267,8 +270,56 @@ impl EpsModel for OutputToEps<'_> {
     }
 }
 
+/// A classifier of noisy images: the gradient of its log-probability of each row's class.
+pub trait NoisyClassifier {
+    /// `grad_x log p(labels[i] | x_i, t)` per row.
+    ///
+    /// # Shapes
+    /// - x: `[batch, ch, h, w]` -> `[batch, ch, h, w]`
+    fn grad_log_prob(&self, x: Tensor<4>, timestep: usize, labels: &[usize]) -> Tensor<4>;
+}
+
+/// Classifier guidance: shifts the predicted noise along the classifier's gradient,
+/// `eps - scale * sqrt(1 - abar) * grad_x log p(y | x_t)`, i.e. samples
+/// `p(x) p(y | x)^scale` when `inner` is the unconditional model.
+pub struct ClassifierGuidance<'a> {
+    inner: &'a dyn EpsModel,
+    classifier: &'a dyn NoisyClassifier,
+    schedule: &'a NoiseSchedule,
+    labels: Vec<usize>,
+    scale: f64,
+}
+
+impl<'a> ClassifierGuidance<'a> {
+    pub fn new(
+        inner: &'a dyn EpsModel,
+        classifier: &'a dyn NoisyClassifier,
+        schedule: &'a NoiseSchedule,
+        labels: &[usize],
+        scale: f64,
+    ) -> Self {
+        Self {
+            inner,
+            classifier,
+            schedule,
+            labels: labels.to_vec(),
+            scale,
+        }
+    }
+}
+
+impl EpsModel for ClassifierGuidance<'_> {
+    fn eps(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
+        let ab = self.schedule.alpha_bar(Some(timestep));
+        let grad = self
+            .classifier
+            .grad_log_prob(x.clone(), timestep, &self.labels);
+        self.inner.eps(x, timestep) - grad.mul_scalar(self.scale * (1.0 - ab).sqrt())
+    }
+}
+
 /// How to guide: the `[sample]` keys other than the sampler's own.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct GuidanceOptions {
     pub scale: f64,
     pub negative_class: Option<usize>,
@@ -277,6 +328,21 @@ pub struct GuidanceOptions {
     pub rescale: f64,
     /// Dynamic-thresholding percentile; 0 = off.
     pub dynamic_threshold: f64,
+    /// Classifier guidance on top of the rest: the classifier and its scale.
+    pub classifier: Option<(std::sync::Arc<dyn NoisyClassifier>, f64)>,
+}
+
+impl std::fmt::Debug for GuidanceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuidanceOptions")
+            .field("scale", &self.scale)
+            .field("negative_class", &self.negative_class)
+            .field("interval", &self.interval)
+            .field("rescale", &self.rescale)
+            .field("dynamic_threshold", &self.dynamic_threshold)
+            .field("classifier_scale", &self.classifier.as_ref().map(|c| c.1))
+            .finish()
+    }
 }
 
 impl GuidanceOptions {
@@ -290,6 +356,7 @@ impl GuidanceOptions {
             },
             rescale: s.cfg_rescale,
             dynamic_threshold: s.dynamic_threshold,
+            classifier: None,
         }
     }
 
@@ -301,13 +368,15 @@ impl GuidanceOptions {
             interval: None,
             rescale: 0.0,
             dynamic_threshold: 0.0,
+            classifier: None,
         }
     }
 }
 
 /// Stacks the wrappers `options` asks for around `model` for rows of class `labels`, and hands
 /// the resulting denoiser to `run` (e.g. a sampler): CFG (with its negative class and rescale),
-/// inside a guidance interval if any, under dynamic thresholding if on.
+/// inside a guidance interval if any, plus classifier guidance if asked, under dynamic
+/// thresholding if on.
 pub fn with_guidance<R>(
     model: &UNet,
     schedule: &NoiseSchedule,
@@ -331,6 +400,15 @@ pub fn with_guidance<R>(
             &interval
         }
         None => &cfg,
+    };
+    let classified;
+    let guided: &dyn EpsModel = match &options.classifier {
+        Some((classifier, scale)) => {
+            classified =
+                ClassifierGuidance::new(guided, classifier.as_ref(), schedule, labels, *scale);
+            &classified
+        }
+        None => guided,
     };
     if options.dynamic_threshold > 0.0 {
         run(&DynamicThreshold::new(
@@ -530,6 +608,7 @@ mod tests {
             interval: Some([0.5, 5.0]),
             rescale: 0.7,
             dynamic_threshold: 0.0,
+            classifier: None,
         };
         let sigma = |t| crate::samplers::sigma(&s, Some(t));
         let (inside, outside) = (400, 900);

@@ -8,7 +8,9 @@ pub mod guidance;
 pub mod samplers;
 
 pub use ddim::{NoiseSource, SamplerOptions, SeededNoise, ddim};
-pub use guidance::{ClassifierFreeGuidance, EpsModel, GuidanceOptions, guide, with_guidance};
+pub use guidance::{
+    ClassifierFreeGuidance, EpsModel, GuidanceOptions, NoisyClassifier, guide, with_guidance,
+};
 
 use burn::prelude::*;
 use ember_config::{ExperimentConfig, SamplerKind};

@@ -448,6 +448,81 @@ mod tests {
         }
     }
 
+    /// The exact noisy classifier of the mixture (a class per component): `p(y | x_t)` is the
+    /// responsibility of component `y` for `z = x / sqrt(abar)`, whose gradient in `x` is
+    /// `(sum_k r_k (z - mu_k) - (z - mu_y)) / (var sqrt(abar))`.
+    impl crate::guidance::NoisyClassifier for Mixture {
+        fn grad_log_prob(&self, x: Tensor<4>, t: usize, labels: &[usize]) -> Tensor<4> {
+            let device = x.device();
+            let shape = x.dims();
+            let ab = self.schedule.alpha_bar(Some(t));
+            let var = self.std * self.std + (1.0 - ab) / ab;
+            let values = x.into_data().try_into_vec::<f32>().unwrap();
+            let mut grad = Vec::with_capacity(values.len());
+            for (pair, &y) in values.chunks_exact(2).zip(labels) {
+                let z = [pair[0] as f64 / ab.sqrt(), pair[1] as f64 / ab.sqrt()];
+                let logits: Vec<f64> = self
+                    .means
+                    .iter()
+                    .zip(self.weights)
+                    .map(|(mu, w)| {
+                        w.ln() - ((z[0] - mu[0]).powi(2) + (z[1] - mu[1]).powi(2)) / (2.0 * var)
+                    })
+                    .collect();
+                let top = logits.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = logits.iter().map(|l| (l - top).exp()).collect();
+                let total: f64 = e.iter().sum();
+                for (i, zi) in z.iter().enumerate() {
+                    let mixed: f64 = (0..2)
+                        .map(|k| e[k] / total * (zi - self.means[k][i]))
+                        .sum();
+                    let g = (mixed - (zi - self.means[y][i])) / (var * ab.sqrt());
+                    grad.push(g as f32);
+                }
+            }
+            Tensor::from_data(TensorData::new(grad, shape), &device)
+        }
+    }
+
+    /// Bayes' rule made exact: the unconditional mixture denoiser guided by the exact noisy
+    /// classifier at scale 1 samples the chosen component, N(mu_y, std^2 I).
+    #[test]
+    fn classifier_guidance_at_scale_one_samples_the_class_conditional() {
+        use crate::guidance::ClassifierGuidance;
+        let device = Device::flex();
+        let mixture = Mixture::new();
+        for y in [0, 1] {
+            let labels = vec![y; 3000];
+            let guided =
+                ClassifierGuidance::new(&mixture, &mixture, &mixture.schedule, &labels, 1.0);
+            let mut noise = SeededNoise::new(11);
+            let x = noise.normal([3000, 2, 1, 1], &device);
+            let out = sample(
+                SamplerKind::Heun,
+                &guided,
+                &mixture.schedule,
+                x,
+                SamplerOptions {
+                    spacing: TimestepSpacing::Karras,
+                    ..SamplerOptions::steps(30)
+                },
+                &mut noise,
+            );
+            let values = out.into_data().try_into_vec::<f32>().unwrap();
+            let (mean, cov, _) = moments(&values, &mixture);
+            for i in 0..2 {
+                assert!(
+                    (mean[i] - mixture.means[y][i]).abs() < 0.02,
+                    "class {y}: mean {mean:?}"
+                );
+                for j in 0..2 {
+                    let want = if i == j { 0.01 } else { 0.0 };
+                    assert!((cov[i][j] - want).abs() < 0.005, "class {y}: cov {cov:?}");
+                }
+            }
+        }
+    }
+
     /// Sample mean, covariance and the fraction of samples nearer the second mode.
     fn moments(samples: &[f32], mixture: &Mixture) -> ([f64; 2], [[f64; 2]; 2], f64) {
         let n = samples.len() / 2;

@@ -5,7 +5,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use ember_config::ExperimentConfig;
 use ember_data::{ImageDataset, Split};
-use ember_eval::classifier::{Classifier, TrainSpec, dataset_fingerprint, default_dir};
+use ember_eval::classifier::{
+    Classifier, TrainSpec, dataset_fingerprint, default_dir, default_noisy_dir,
+};
 use ember_train::{format_duration, select_device};
 use std::path::PathBuf;
 
@@ -31,6 +33,11 @@ pub struct TrainArgs {
     /// Output folder [default: <data root>/classifier, where `ember eval` looks for it].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Train a noise-aware classifier for classifier guidance instead: on images noised by the
+    /// config's `[diffusion]` process at uniformly drawn timesteps, with the timestep as an
+    /// extra input [default output: <data root>/classifier-noisy].
+    #[arg(long)]
+    pub noisy: bool,
     /// Epochs, overriding `classifier.epochs` of the config.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -59,10 +66,17 @@ fn train(args: TrainArgs) -> Result<()> {
     let train = ImageDataset::load(&config.data, &config.model, Split::Train, 0)?;
     let test = ImageDataset::load(&config.data, &config.model, Split::Test, 0)?;
     let fingerprint = dataset_fingerprint(&train);
-    let out = args.out.unwrap_or_else(|| default_dir(&root));
+    let out = args.out.unwrap_or_else(|| {
+        if args.noisy {
+            default_noisy_dir(&root)
+        } else {
+            default_dir(&root)
+        }
+    });
     let c = &config.classifier;
     println!(
-        "training the classifier on {} ({} training, {} test images; fingerprint {fingerprint}) for {} epochs, batch {}, lr {}",
+        "training the {}classifier on {} ({} training, {} test images; fingerprint {fingerprint}) for {} epochs, batch {}, lr {}",
+        if args.noisy { "noise-aware " } else { "" },
         root.display(),
         burn::data::dataset::Dataset::len(&train),
         burn::data::dataset::Dataset::len(&test),
@@ -77,6 +91,7 @@ fn train(args: TrainArgs) -> Result<()> {
         num_classes: classes,
         train: &train,
         test: &test,
+        noise: args.noisy.then_some(&config.diffusion),
     };
     let mut classifier =
         Classifier::train(&spec, fingerprint, &device, &mut |line| println!("{line}"))

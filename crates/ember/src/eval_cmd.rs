@@ -101,6 +101,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let classifier_dir = args.classifier.unwrap_or_else(|| default_dir(&root));
     let device = select_device(args.device.into())?;
     let classifier = Classifier::load(&classifier_dir, &device, &hint)?;
+    if classifier.meta().noise.is_some() {
+        bail!(
+            "{} holds a noise-aware classifier (for classifier guidance); ember eval scores clean samples with the classifier of `ember classifier train` without --noisy",
+            classifier_dir.display()
+        );
+    }
     let train = ImageDataset::load(&config.data, &config.model, Split::Train, 0)?;
     let fingerprint = dataset_fingerprint(&train);
     classifier.check_dataset(&classifier_dir, &root, &fingerprint, &hint)?;

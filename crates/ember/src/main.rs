@@ -128,6 +128,15 @@ enum Command {
         /// further from --init [default: 0.6, or 1 with --mask].
         #[arg(long, requires = "init")]
         strength: Option<f64>,
+        /// Classifier guidance (Dhariwal & Nichol 2021) with this scale: adds
+        /// `-scale * sqrt(1 - abar) * grad log p(class | x_t)` of a noise-aware classifier to the
+        /// noise, on top of --guidance (use --guidance 0 to guide the unconditional model).
+        #[arg(long)]
+        classifier_guidance: Option<f64>,
+        /// The noise-aware classifier of --classifier-guidance
+        /// [default: <data root>/classifier-noisy, from `ember classifier train --noisy`].
+        #[arg(long, requires = "classifier_guidance")]
+        guidance_classifier: Option<PathBuf>,
         /// Inpainting: a PNG/JPEG mask of the --init image; white (> 127) is regenerated, the
         /// rest kept.
         #[arg(long, requires = "init")]
@@ -285,6 +294,8 @@ fn run(cli: Cli) -> Result<()> {
             init,
             strength,
             mask,
+            classifier_guidance,
+            guidance_classifier,
             checkpoint,
             raw,
             weights: weights_file,
@@ -349,6 +360,13 @@ fn run(cli: Cli) -> Result<()> {
             check_request(&request, &config)?;
             let weights = if raw { Weights::Raw } else { Weights::Ema };
             let device = select_device(device.into())?;
+            if let Some(scale) = classifier_guidance {
+                let dir = guidance_classifier.unwrap_or_else(|| {
+                    ember_eval::classifier::default_noisy_dir(&config.data.resolved_root())
+                });
+                let classifier = load_noisy_classifier(&dir, &run_dir, &config, &device)?;
+                request.guidance.classifier = Some((std::sync::Arc::new(classifier), scale));
+            }
             let model = match weights_file {
                 Some(file) => ember_model::weights::load_safetensors(
                     ember_model::UNetConfig::from(&config.model).init(&device, 0),
@@ -377,6 +395,49 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The noise-aware classifier of `--classifier-guidance`, checked against the run: trained on
+/// the same diffusion process, classes and image shape.
+fn load_noisy_classifier(
+    dir: &Path,
+    run: &RunDir,
+    config: &ExperimentConfig,
+    device: &Device,
+) -> Result<ember_eval::classifier::Classifier> {
+    let hint = run.config_path().display().to_string();
+    let classifier = ember_eval::classifier::Classifier::load(dir, device, &hint)?;
+    let meta = classifier.meta();
+    let m = &config.model;
+    match &meta.noise {
+        None => bail!(
+            "{} holds a classifier of clean images; classifier guidance needs a noise-aware one: `ember classifier train --config {hint} --noisy`",
+            dir.display()
+        ),
+        Some(d) if *d != config.diffusion => bail!(
+            "the classifier in {} was trained on another diffusion process than the run's [diffusion] ({d:?} vs {:?}); retrain it with `ember classifier train --config {hint} --noisy`",
+            dir.display(),
+            config.diffusion
+        ),
+        Some(_) => {}
+    }
+    if (meta.num_classes, meta.image_channels, meta.image_size)
+        != (m.num_classes, m.image_channels, m.image_size)
+    {
+        bail!(
+            "the classifier in {} takes {} classes of {}x{}x{} images, the run's model {} of {}x{}x{}",
+            dir.display(),
+            meta.num_classes,
+            meta.image_channels,
+            meta.image_size,
+            meta.image_size,
+            m.num_classes,
+            m.image_channels,
+            m.image_size,
+            m.image_size
+        );
+    }
+    Ok(classifier)
 }
 
 /// The `--init` image (and `--mask`) fitted to the model's size and channels.
