@@ -370,6 +370,22 @@ fn classifier_guidance_with_a_noise_aware_classifier_from_the_cli() {
         clean.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
+    // The eval of classifier guidance (scored by the clean classifier) records it in its settings.
+    let evals = dir.join("eval-cg");
+    let out = eval_sweep(
+        &run,
+        &evals,
+        "0",
+        &[
+            "--classifier",
+            clean.to_str().unwrap(),
+            "--classifier-guidance",
+            "2",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let json = std::fs::read_to_string(evals.join("eval.json")).unwrap();
+    assert!(json.contains("\"classifier_guidance\""), "{json}");
     let out = sample_two_classes(
         &run,
         &dir.join("x.png"),

@@ -97,6 +97,9 @@ pub struct EvalSettings {
     /// [`FeatureExtractor::id`] of the standard-FID network (`--fid inception`), if used.
     #[serde(default)]
     pub fid: Option<String>,
+    /// Classifier guidance on top of each CFG scale: the noise-aware classifier's id and scale.
+    #[serde(default)]
+    pub classifier_guidance: Option<(String, f64)>,
 }
 
 fn trailing() -> TimestepSpacing {
@@ -241,6 +244,8 @@ pub struct EvalRequest<'a> {
     pub test: &'a ImageDataset,
     pub train: &'a ImageDataset,
     pub scales: Vec<f64>,
+    /// Classifier guidance (`settings.classifier_guidance` names it): the noise-aware classifier.
+    pub guidance_classifier: Option<std::sync::Arc<dyn ember_sample::NoisyClassifier>>,
     pub settings: EvalSettings,
     pub out_dir: PathBuf,
     /// Discard results of other settings instead of refusing.
@@ -548,7 +553,10 @@ fn evaluate_scale(
             seed: derive_seed(s.seed, Stream::SamplerStep, b as u64),
             draws: 0,
         };
-        let guidance = GuidanceOptions::cfg(scale);
+        let mut guidance = GuidanceOptions::cfg(scale);
+        if let (Some(c), Some((_, cg_scale))) = (&req.guidance_classifier, &s.classifier_guidance) {
+            guidance.classifier = Some((c.clone(), *cg_scale));
+        }
         let images = with_guidance(req.model, req.schedule, &labels, &guidance, device, |d| {
             samplers::sample(s.sampler, d, req.schedule, x_t, options, &mut step_noise)
         });
@@ -745,6 +753,7 @@ mod tests {
             features: "classifier-ab".into(),
             k: 3,
             fid: None,
+            classifier_guidance: None,
         }
     }
 

@@ -473,9 +473,7 @@ mod tests {
                 let e: Vec<f64> = logits.iter().map(|l| (l - top).exp()).collect();
                 let total: f64 = e.iter().sum();
                 for (i, zi) in z.iter().enumerate() {
-                    let mixed: f64 = (0..2)
-                        .map(|k| e[k] / total * (zi - self.means[k][i]))
-                        .sum();
+                    let mixed: f64 = (0..2).map(|k| e[k] / total * (zi - self.means[k][i])).sum();
                     let g = (mixed - (zi - self.means[y][i])) / (var * ab.sqrt());
                     grad.push(g as f32);
                 }

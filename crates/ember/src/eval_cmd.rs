@@ -73,6 +73,13 @@ pub struct EvalArgs {
     /// samples per scale (slow on a CPU: about 2 images/s)
     #[arg(long, value_enum)]
     pub fid: Option<FidArg>,
+    /// Classifier guidance on top of every --guidance scale, with this scale (--guidance 0
+    /// guides the unconditional model by the classifier alone); see `ember sample --help`.
+    #[arg(long)]
+    pub classifier_guidance: Option<f64>,
+    /// The noise-aware classifier of --classifier-guidance [default: <data root>/classifier-noisy].
+    #[arg(long, requires = "classifier_guidance")]
+    pub guidance_classifier: Option<PathBuf>,
     /// Weights of the FID network
     #[arg(long, default_value = ember_fid::DEFAULT_WEIGHTS)]
     pub fid_weights: PathBuf,
@@ -131,6 +138,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         None => None,
     };
+    let guidance_classifier = match args.classifier_guidance {
+        Some(scale) => {
+            let dir = args.guidance_classifier.clone().unwrap_or_else(|| {
+                ember_eval::classifier::default_noisy_dir(&config.data.resolved_root())
+            });
+            let c = crate::load_noisy_classifier(&dir, &run_dir, &config, &device)?;
+            Some((c, scale))
+        }
+        None => None,
+    };
     let model = load_model(&config, &checkpoint, Weights::Ema, &device)?;
     let classes = config.model.num_classes;
     let test = ImageDataset::load(&config.data, &config.model, Split::Test, 0)?;
@@ -160,6 +177,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         features: classifier.id(),
         k: DEFAULT_K,
         fid: inception.as_ref().map(|i| i.id()),
+        classifier_guidance: guidance_classifier
+            .as_ref()
+            .map(|(c, scale)| (c.id(), *scale)),
     };
     println!(
         "evaluating {} (step {}, EMA weights) at scales {:?}: {} samples per class x {classes} classes, {} steps, eta {eta}, seed {}; classifier {} (test accuracy {:.4}); output {}",
@@ -184,6 +204,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         test: &test,
         train: &train,
         scales: args.guidance.clone(),
+        guidance_classifier: guidance_classifier.map(|(c, _)| {
+            std::sync::Arc::new(c) as std::sync::Arc<dyn ember_sample::NoisyClassifier>
+        }),
         settings,
         out_dir: out_dir.clone(),
         restart: args.restart,

@@ -399,7 +399,7 @@ fn run(cli: Cli) -> Result<()> {
 
 /// The noise-aware classifier of `--classifier-guidance`, checked against the run: trained on
 /// the same diffusion process, classes and image shape.
-fn load_noisy_classifier(
+pub(crate) fn load_noisy_classifier(
     dir: &Path,
     run: &RunDir,
     config: &ExperimentConfig,
