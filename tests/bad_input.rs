@@ -211,6 +211,20 @@ const CASES: &[Case] = &[
         expect: &["cfg.toml", "model.channel_mults", "not divisible by 2"],
     },
     Case {
+        name: "zero terminal SNR with noise prediction",
+        setup: |dir| {
+            idx_case(
+                dir,
+                &[("diffusion.zero_terminal_snr", Some(Value::Boolean(true)))],
+            )
+        },
+        expect: &[
+            "cfg.toml",
+            "diffusion.zero_terminal_snr",
+            "prediction = \"v\" or \"x0\"",
+        ],
+    },
+    Case {
         name: "unknown data format",
         setup: |dir| idx_case(dir, &[("data.format", str_value("hdf5"))]),
         expect: &["cfg.toml", "hdf5", "idx", "cifar10", "image-folder"],

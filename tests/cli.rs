@@ -298,7 +298,7 @@ fn img2img_and_inpainting_from_the_cli_keep_the_unmasked_pixels() {
 }
 
 #[test]
-fn v_and_x0_objectives_with_min_snr_weighting_train_and_sample() {
+fn v_and_x0_objectives_with_zero_terminal_snr_and_min_snr_weighting_train_and_sample() {
     let dir = workdir("objectives");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -307,6 +307,7 @@ fn v_and_x0_objectives_with_min_snr_weighting_train_and_sample() {
         let config = format_config(&dir, prediction, |c| {
             c.data.root = data.clone();
             c.diffusion.prediction = toml::Value::from(prediction).try_into().unwrap();
+            c.diffusion.zero_terminal_snr = true;
             c.train.min_snr_gamma = 5.0;
         });
         let run = dir.join(format!("run-{prediction}"));
@@ -318,6 +319,7 @@ fn v_and_x0_objectives_with_min_snr_weighting_train_and_sample() {
             "{resolved}"
         );
         assert!(resolved.contains("min_snr_gamma = 5.0"), "{resolved}");
+        assert!(resolved.contains("zero_terminal_snr = true"), "{resolved}");
         let out = sample_two_classes(
             &run,
             &dir.join(format!("{prediction}.png")),

@@ -240,6 +240,10 @@ pub struct DiffusionConfig {
     pub beta_end: f64,
     /// "epsilon", "v" or "x0": the network's output and training target.
     pub prediction: Prediction,
+    /// Rescale the schedule so its last timestep is pure noise (`abar_T = 0`; Lin et al. 2023,
+    /// Algorithm 1), so the model learns to start from the noise sampling starts from. Needs
+    /// `prediction = "v"` or `"x0"`: noise is unpredictable from pure noise.
+    pub zero_terminal_snr: bool,
 }
 
 impl Default for DiffusionConfig {
@@ -250,6 +254,7 @@ impl Default for DiffusionConfig {
             beta_start: 1e-4,
             beta_end: 0.02,
             prediction: Prediction::Epsilon,
+            zero_terminal_snr: false,
         }
     }
 }
@@ -669,6 +674,13 @@ impl ExperimentConfig {
                     "expected 0 < beta_start < beta_end < 1, got {} and {}",
                     d.beta_start, d.beta_end
                 ),
+            ));
+        }
+
+        if d.zero_terminal_snr && d.prediction == Prediction::Epsilon {
+            return Err(bad(
+                "diffusion.zero_terminal_snr",
+                "needs diffusion.prediction = \"v\" or \"x0\": at zero terminal SNR the input is pure noise, from which the noise itself cannot be predicted".into(),
             ));
         }
 

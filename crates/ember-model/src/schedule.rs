@@ -35,13 +35,30 @@ impl NoiseSchedule {
                 (0..t).map(|i| (1.0 - f(i + 1) / f(i)).min(0.999)).collect()
             }
         };
-        let alphas_cumprod = betas
+        let mut alphas_cumprod: Vec<f64> = betas
             .iter()
             .scan(1.0, |acc, b| {
                 *acc *= 1.0 - b;
                 Some(*acc)
             })
             .collect();
+        let mut betas = betas;
+        if config.zero_terminal_snr {
+            // Lin et al. 2023, Algorithm 1: shift and scale sqrt(abar) so that its first value
+            // is kept and its last becomes 0, then recover the betas.
+            let sqrt: Vec<f64> = alphas_cumprod.iter().map(|a| a.sqrt()).collect();
+            let (first, last) = (sqrt[0], sqrt[t - 1]);
+            alphas_cumprod = sqrt
+                .iter()
+                .map(|s| ((s - last) * first / (first - last)).powi(2))
+                .collect();
+            betas = (0..t)
+                .map(|i| {
+                    let previous = if i == 0 { 1.0 } else { alphas_cumprod[i - 1] };
+                    1.0 - alphas_cumprod[i] / previous
+                })
+                .collect();
+        }
         Self {
             betas,
             alphas_cumprod,
@@ -88,6 +105,18 @@ impl NoiseSchedule {
             Prediction::V => output.mul_scalar(ab.sqrt()) + x.mul_scalar((1.0 - ab).sqrt()),
             // eps = (x - sqrt(abar) x0) / sqrt(1 - abar)
             Prediction::X0 => (x - output.mul_scalar(ab.sqrt())).div_scalar((1.0 - ab).sqrt()),
+        }
+    }
+
+    /// The clean image implied by a network output at `x` (timestep `t`), computed without
+    /// dividing by `sqrt(abar)` for v and x0 prediction (so it holds at `abar = 0` too).
+    pub fn output_to_x0(&self, output: Tensor<4>, x: Tensor<4>, t: usize) -> Tensor<4> {
+        let ab = self.alphas_cumprod[t];
+        match self.prediction {
+            Prediction::X0 => output,
+            // x0 = sqrt(abar) x - sqrt(1 - abar) v
+            Prediction::V => x.mul_scalar(ab.sqrt()) - output.mul_scalar((1.0 - ab).sqrt()),
+            Prediction::Epsilon => (x - output.mul_scalar((1.0 - ab).sqrt())).div_scalar(ab.sqrt()),
         }
     }
 
@@ -184,6 +213,37 @@ mod tests {
         assert!(s.alphas_cumprod()[0] > 0.999);
         assert!(s.alphas_cumprod()[999] < 1e-6);
         assert!(s.betas().iter().all(|&b| b <= 0.999));
+    }
+
+    #[test]
+    fn zero_terminal_snr_ends_at_pure_noise_and_keeps_the_start() {
+        let plain = schedule(BetaSchedule::Linear);
+        let zero = NoiseSchedule::new(&DiffusionConfig {
+            zero_terminal_snr: true,
+            prediction: Prediction::V,
+            ..DiffusionConfig::default()
+        });
+        let (a, b) = (plain.alphas_cumprod(), zero.alphas_cumprod());
+        assert!((a[0] - b[0]).abs() < 1e-12);
+        assert_eq!(b[999], 0.0);
+        assert!(b.windows(2).all(|w| w[1] < w[0]));
+        assert_eq!(zero.betas()[999], 1.0);
+        // At abar = 0, v prediction still gives the clean image (x0 = -v) and the noise (= x).
+        let device = Device::flex();
+        let x = Tensor::<4>::from_floats([[[[0.3, -1.2]]]], &device);
+        let v = Tensor::<4>::from_floats([[[[-0.5, 0.25]]]], &device);
+        let x0: Vec<f32> = zero
+            .output_to_x0(v.clone(), x.clone(), 999)
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        assert_eq!(x0, vec![0.5, -0.25]);
+        let eps: Vec<f32> = zero
+            .output_to_eps(v, x, 999)
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        assert_eq!(eps, vec![0.3, -1.2]);
     }
 
     #[test]

@@ -88,10 +88,8 @@ pub fn ddim(
 
         // 1. predict the noise and the clean image it implies; clip the image to the data range
         //    and re-derive the noise from it so the two stay consistent.
-        let eps = model.eps(x.clone(), t);
-        let x0 = (x.clone() - eps.mul_scalar((1.0 - ab_t).sqrt())).div_scalar(ab_t.sqrt());
-        let x0 = x0.clamp(-1.0, 1.0);
-        let eps = (x - x0.clone().mul_scalar(ab_t.sqrt())).div_scalar((1.0 - ab_t).sqrt());
+        let x0 = model.x0(x.clone(), t, schedule).clamp(-1.0, 1.0);
+        let eps = crate::guidance::eps_from_x0(x, x0.clone(), ab_t);
 
         // 2. step to the previous timestep (eq. 12), adding sigma-scaled noise when eta > 0.
         let sigma = options.eta * ((1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev)).sqrt();

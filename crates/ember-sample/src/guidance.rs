@@ -34,6 +34,24 @@ pub trait EpsModel {
     /// # Shapes
     /// - x: `[batch, ch, h, w]` -> `[batch, ch, h, w]`
     fn eps(&self, x: Tensor<4>, timestep: usize) -> Tensor<4>;
+
+    /// The predicted clean image (not clipped). The default derives it from [`Self::eps`],
+    /// which needs `abar_t > 0`; wrappers that know it directly (a v or x0 network, and the
+    /// wrappers above one) answer at `abar_t = 0` too, the first step of a zero-terminal-SNR
+    /// schedule.
+    ///
+    /// # Shapes
+    /// - x: `[batch, ch, h, w]` -> `[batch, ch, h, w]`
+    fn x0(&self, x: Tensor<4>, timestep: usize, schedule: &NoiseSchedule) -> Tensor<4> {
+        let ab = schedule.alpha_bar(Some(timestep));
+        let eps = self.eps(x.clone(), timestep);
+        (x - eps.mul_scalar((1.0 - ab).sqrt())).div_scalar(ab.sqrt())
+    }
+}
+
+/// The noise implied by a clean-image prediction: `(x - sqrt(abar) x0) / sqrt(1 - abar)`.
+pub fn eps_from_x0(x: Tensor<4>, x0: Tensor<4>, abar: f64) -> Tensor<4> {
+    (x - x0.mul_scalar(abar.sqrt())).div_scalar((1.0 - abar).sqrt())
 }
 
 /// Combines conditional and unconditional predictions with scale `s`; the one place the
@@ -158,13 +176,23 @@ impl<'a> GuidanceInterval<'a> {
     }
 }
 
+impl GuidanceInterval<'_> {
+    fn branch(&self, timestep: usize) -> &dyn EpsModel {
+        if self.contains(timestep) {
+            self.guided
+        } else {
+            self.plain
+        }
+    }
+}
+
 impl EpsModel for GuidanceInterval<'_> {
     fn eps(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
-        if self.contains(timestep) {
-            self.guided.eps(x, timestep)
-        } else {
-            self.plain.eps(x, timestep)
-        }
+        self.branch(timestep).eps(x, timestep)
+    }
+
+    fn x0(&self, x: Tensor<4>, timestep: usize, schedule: &NoiseSchedule) -> Tensor<4> {
+        self.branch(timestep).x0(x, timestep, schedule)
     }
 }
 
@@ -189,11 +217,14 @@ impl<'a> DynamicThreshold<'a> {
 
 impl EpsModel for DynamicThreshold<'_> {
     fn eps(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
+        let x0 = self.x0(x.clone(), timestep, self.schedule);
+        eps_from_x0(x, x0, self.schedule.alpha_bar(Some(timestep)))
+    }
+
+    fn x0(&self, x: Tensor<4>, timestep: usize, schedule: &NoiseSchedule) -> Tensor<4> {
         let device = x.device();
         let [b, c, h, w] = x.dims();
-        let ab = self.schedule.alpha_bar(Some(timestep));
-        let eps = self.inner.eps(x.clone(), timestep);
-        let x0 = (x.clone() - eps.mul_scalar((1.0 - ab).sqrt())).div_scalar(ab.sqrt());
+        let x0 = self.inner.x0(x, timestep, schedule);
         let values = x0.into_data().try_into_vec::<f32>().expect("f32 tensor");
         let n = c * h * w;
         let mut out = Vec::with_capacity(values.len());
@@ -204,8 +235,7 @@ impl EpsModel for DynamicThreshold<'_> {
             let s = abs[rank].max(1.0);
             out.extend(row.iter().map(|v| v.clamp(-s, s) / s));
         }
-        let x0 = Tensor::<4>::from_data(TensorData::new(out, [b, c, h, w]), &device);
-        (x - x0.mul_scalar(ab.sqrt())).div_scalar((1.0 - ab).sqrt())
+        Tensor::<4>::from_data(TensorData::new(out, [b, c, h, w]), &device)
     }
 }
 
@@ -240,13 +270,15 @@ impl<'a> Inpaint<'a> {
 
 impl EpsModel for Inpaint<'_> {
     fn eps(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
-        let ab = self.schedule.alpha_bar(Some(timestep));
-        let eps = self.inner.eps(x.clone(), timestep);
-        let x0 = (x.clone() - eps.mul_scalar((1.0 - ab).sqrt())).div_scalar(ab.sqrt());
+        let x0 = self.x0(x.clone(), timestep, self.schedule);
+        eps_from_x0(x, x0, self.schedule.alpha_bar(Some(timestep)))
+    }
+
+    fn x0(&self, x: Tensor<4>, timestep: usize, schedule: &NoiseSchedule) -> Tensor<4> {
+        let x0 = self.inner.x0(x, timestep, schedule);
         let [_, c, _, _] = x0.dims();
         let keep = self.keep.clone().repeat_dim(1, c);
-        let x0 = self.source.clone() * keep.clone() + x0 * keep.neg().add_scalar(1.0);
-        (x - x0.mul_scalar(ab.sqrt())).div_scalar((1.0 - ab).sqrt())
+        self.source.clone() * keep.clone() + x0 * keep.neg().add_scalar(1.0)
     }
 }
 
@@ -267,6 +299,11 @@ impl EpsModel for OutputToEps<'_> {
     fn eps(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
         let output = self.inner.eps(x.clone(), timestep);
         self.schedule.output_to_eps(output, x, timestep)
+    }
+
+    fn x0(&self, x: Tensor<4>, timestep: usize, _: &NoiseSchedule) -> Tensor<4> {
+        let output = self.inner.eps(x.clone(), timestep);
+        self.schedule.output_to_x0(output, x, timestep)
     }
 }
 
@@ -315,6 +352,17 @@ impl EpsModel for ClassifierGuidance<'_> {
             .classifier
             .grad_log_prob(x.clone(), timestep, &self.labels);
         self.inner.eps(x, timestep) - grad.mul_scalar(self.scale * (1.0 - ab).sqrt())
+    }
+
+    /// At `abar = 0` (pure noise) the shift of the clean image, `s (1 - abar) / sqrt(abar)`
+    /// times the gradient, is unbounded; there the classifier is not consulted.
+    fn x0(&self, x: Tensor<4>, timestep: usize, schedule: &NoiseSchedule) -> Tensor<4> {
+        let ab = schedule.alpha_bar(Some(timestep));
+        if ab == 0.0 {
+            return self.inner.x0(x, timestep, schedule);
+        }
+        let eps = self.eps(x.clone(), timestep);
+        (x - eps.mul_scalar((1.0 - ab).sqrt())).div_scalar(ab.sqrt())
     }
 }
 

@@ -67,7 +67,12 @@ pub fn timesteps(schedule: &NoiseSchedule, steps: usize, spacing: TimestepSpacin
         }
         TimestepSpacing::Karras => {
             let rho = 7.0;
-            let (lo, hi) = (sigma(schedule, Some(0)), sigma(schedule, Some(t_max - 1)));
+            // The largest finite noise level (a zero-terminal-SNR schedule's last is infinite).
+            let top = (0..t_max)
+                .rev()
+                .find(|&t| sigma(schedule, Some(t)).is_finite())
+                .expect("abar_0 > 0");
+            let (lo, hi) = (sigma(schedule, Some(0)), sigma(schedule, Some(top)));
             let log_sigmas: Vec<f64> = (0..t_max).map(|t| sigma(schedule, Some(t)).ln()).collect();
             let mut ts: Vec<usize> = (0..steps)
                 .map(|i| {
@@ -104,11 +109,30 @@ pub fn visited_timesteps(schedule: &NoiseSchedule, options: SamplerOptions) -> V
 
 /// The model's clean-image prediction at `x` (timestep `t`), clipped to [-1, 1].
 fn denoise(model: &dyn EpsModel, schedule: &NoiseSchedule, x: Tensor<4>, t: usize) -> Tensor<4> {
-    let ab = schedule.alpha_bar(Some(t));
-    let eps = model.eps(x.clone(), t);
-    (x - eps.mul_scalar((1.0 - ab).sqrt()))
-        .div_scalar(ab.sqrt())
-        .clamp(-1.0, 1.0)
+    model.x0(x, t, schedule).clamp(-1.0, 1.0)
+}
+
+/// Where the ODE samplers start in `z = x / sqrt(abar)`, and the timesteps left. A first
+/// timestep of zero terminal SNR (`abar = 0`, sigma infinite) is stepped exactly: in the limit
+/// sigma -> infinity an Euler / DPM-Solver step lands on `x0 + sigma_next * eps`, with `eps = x`.
+fn ode_start(
+    model: &dyn EpsModel,
+    schedule: &NoiseSchedule,
+    x_t: Tensor<4>,
+    ts: &[usize],
+) -> (Tensor<4>, Vec<usize>) {
+    let ab = schedule.alpha_bar(Some(ts[0]));
+    if ab > 0.0 {
+        return (x_t.div_scalar(ab.sqrt()), ts.to_vec());
+    }
+    let x0 = denoise(model, schedule, x_t.clone(), ts[0]);
+    match ts.get(1) {
+        Some(&next) => (
+            x0 + x_t.mul_scalar(sigma(schedule, Some(next))),
+            ts[1..].to_vec(),
+        ),
+        None => (x0, Vec::new()),
+    }
 }
 
 /// DDPM ancestral sampling (Ho et al. 2020, Algorithm 2): each step draws `x_prev` from the
@@ -174,8 +198,7 @@ fn ode_solve(
     second_order: bool,
 ) -> Tensor<4> {
     let ts = visited_timesteps(schedule, options);
-    let first = ts[0];
-    let mut z = x_t.div_scalar(schedule.alpha_bar(Some(first)).sqrt());
+    let (mut z, ts) = ode_start(model, schedule, x_t, &ts);
     for (i, &t) in ts.iter().enumerate() {
         let next = ts.get(i + 1).copied();
         let (s, s_next) = (sigma(schedule, Some(t)), sigma(schedule, next));
@@ -204,7 +227,7 @@ pub fn dpmpp_2m(
     options: SamplerOptions,
 ) -> Tensor<4> {
     let ts = visited_timesteps(schedule, options);
-    let mut z = x_t.div_scalar(schedule.alpha_bar(Some(ts[0])).sqrt());
+    let (mut z, ts) = ode_start(model, schedule, x_t, &ts);
     // (previous x0 prediction, previous step size in lambda)
     let mut previous: Option<(Tensor<4>, f64)> = None;
     for (i, &t) in ts.iter().enumerate() {
@@ -348,16 +371,26 @@ mod tests {
 
     impl EpsModel for Mixture {
         fn eps(&self, x: Tensor<4>, t: usize) -> Tensor<4> {
+            let ab = self.schedule.alpha_bar(Some(t));
+            let x0 = self.x0(x.clone(), t, &self.schedule);
+            crate::guidance::eps_from_x0(x, x0, ab)
+        }
+
+        /// `E[x0 | x_t]`; at `abar = 0` the posterior is the prior, whose mean it returns.
+        fn x0(&self, x: Tensor<4>, t: usize, _: &NoiseSchedule) -> Tensor<4> {
             let device = x.device();
             let shape = x.dims();
             let ab = self.schedule.alpha_bar(Some(t));
-            let sigma2 = (1.0 - ab) / ab;
-            let var = self.std * self.std + sigma2;
             let values = x.into_data().try_into_vec::<f32>().unwrap();
-            let mut eps = Vec::with_capacity(values.len());
+            let mut x0 = Vec::with_capacity(values.len());
             for pair in values.chunks_exact(2) {
-                let xs = [pair[0] as f64, pair[1] as f64];
-                let z = xs.map(|v| v / ab.sqrt());
+                if ab == 0.0 {
+                    let (mean, _) = self.mean_and_cov();
+                    x0.extend(mean.map(|m| m as f32));
+                    continue;
+                }
+                let var = self.std * self.std + (1.0 - ab) / ab;
+                let z = [pair[0] as f64 / ab.sqrt(), pair[1] as f64 / ab.sqrt()];
                 let logits: Vec<f64> = self
                     .means
                     .iter()
@@ -369,19 +402,19 @@ mod tests {
                 let top = logits.iter().cloned().fold(f64::MIN, f64::max);
                 let r: Vec<f64> = logits.iter().map(|l| (l - top).exp()).collect();
                 let total: f64 = r.iter().sum();
-                for i in 0..2 {
+                for (i, zi) in z.iter().enumerate() {
                     let d: f64 = self
                         .means
                         .iter()
                         .zip(&r)
                         .map(|(mu, rk)| {
-                            rk / total * (mu[i] + self.std.powi(2) / var * (z[i] - mu[i]))
+                            rk / total * (mu[i] + self.std.powi(2) / var * (zi - mu[i]))
                         })
                         .sum();
-                    eps.push(((xs[i] - ab.sqrt() * d) / (1.0 - ab).sqrt()) as f32);
+                    x0.push(d as f32);
                 }
             }
-            Tensor::from_data(TensorData::new(eps, shape), &device)
+            Tensor::from_data(TensorData::new(x0, shape), &device)
         }
     }
 
@@ -391,8 +424,8 @@ mod tests {
     impl EpsModel for Reparameterised<'_> {
         fn eps(&self, x: Tensor<4>, t: usize) -> Tensor<4> {
             let ab = self.1.alpha_bar(Some(t));
-            let eps = self.0.eps(x.clone(), t);
-            let x0 = (x - eps.clone().mul_scalar((1.0 - ab).sqrt())).div_scalar(ab.sqrt());
+            let x0 = self.0.x0(x.clone(), t, &self.1);
+            let eps = crate::guidance::eps_from_x0(x, x0.clone(), ab);
             match self.1.prediction() {
                 ember_config::Prediction::Epsilon => eps,
                 ember_config::Prediction::V => {
@@ -518,6 +551,61 @@ mod tests {
                     assert!((cov[i][j] - want).abs() < 0.005, "class {y}: cov {cov:?}");
                 }
             }
+        }
+    }
+
+    /// Zero terminal SNR: the first step starts at abar = 0 (pure noise, infinite sigma); with
+    /// a v-prediction denoiser every sampler still lands on the mixture.
+    #[test]
+    fn every_sampler_starts_from_pure_noise_under_zero_terminal_snr() {
+        use crate::guidance::OutputToEps;
+        let device = Device::flex();
+        let schedule = NoiseSchedule::new(&ember_config::DiffusionConfig {
+            prediction: ember_config::Prediction::V,
+            zero_terminal_snr: true,
+            ..Default::default()
+        });
+        assert_eq!(schedule.alpha_bar(Some(999)), 0.0);
+        let mixture = Mixture {
+            schedule: schedule.clone(),
+            ..Mixture::new()
+        };
+        let (true_mean, true_cov) = mixture.mean_and_cov();
+        let model = Reparameterised(&mixture, schedule.clone());
+        let denoiser = OutputToEps::new(&model, &schedule);
+        for (kind, steps) in [
+            (SamplerKind::Ddpm, 100),
+            (SamplerKind::Ddim, 50),
+            (SamplerKind::DpmppTwoM, 25),
+            (SamplerKind::Euler, 60),
+            (SamplerKind::Heun, 25),
+        ] {
+            let mut noise = SeededNoise::new(7);
+            let x = noise.normal([4000, 2, 1, 1], &device);
+            let out = sample(
+                kind,
+                &denoiser,
+                &schedule,
+                x,
+                SamplerOptions::steps(steps),
+                &mut noise,
+            );
+            let values = out.into_data().try_into_vec::<f32>().unwrap();
+            assert!(values.iter().all(|v| v.is_finite()), "{kind:?}");
+            let (mean, cov, second) = moments(&values, &mixture);
+            for i in 0..2 {
+                assert!(
+                    (mean[i] - true_mean[i]).abs() < 0.02,
+                    "{kind:?} mean {mean:?}"
+                );
+                for j in 0..2 {
+                    assert!(
+                        (cov[i][j] - true_cov[i][j]).abs() < 0.02,
+                        "{kind:?} cov {cov:?}"
+                    );
+                }
+            }
+            assert!((second - 0.7).abs() < 0.025, "{kind:?} {second}");
         }
     }
 
