@@ -14,6 +14,7 @@ Standard library only.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -44,6 +45,8 @@ def main():
     for label, cfg_scale, cg_scale in SETTINGS:
         name = f"cfg-{cfg_scale:g}" + ("" if cg_scale is None else f"_cg-{cg_scale:g}")
         out = os.path.join(base, name)
+        # A fresh eval: an earlier one of the same settings would be reused, not timed.
+        shutil.rmtree(out, ignore_errors=True)
         # Peak memory of the child alone: ru_maxrss of RUSAGE_CHILDREN is the largest child so
         # far, so each setting runs in a fresh child of a fresh Python process.
         probe = subprocess.run(
@@ -76,7 +79,7 @@ PROBE = r"""
 import resource, subprocess, sys
 ember, run, out, cfg, cg, n, steps = sys.argv[1:8]
 cmd = [ember, "eval", "--run", run, "--guidance", cfg, "--samples-per-class", n,
-       "--steps", steps, "--out", out, "--restart"]
+       "--steps", steps, "--out", out]
 if cg:
     cmd += ["--classifier-guidance", cg]
 proc = subprocess.run(cmd, capture_output=True, text=True)
