@@ -532,6 +532,8 @@ fn check(config: ExperimentConfig, args: &Args) {
 }
 
 fn main() {
+    // As the ember binary does (see ember_train::allocator).
+    ember_train::allocator::keep_freed_memory();
     let args = parse_args();
     let mut config = ExperimentConfig::load(&args.config).unwrap_or_else(|e| {
         eprintln!("error: {e}");

@@ -2,6 +2,7 @@
 //! the manner of Burn's GAN example), label dropout, EMA, the learning-rate warm-up, global
 //! gradient clipping and the run directory with its checkpoints.
 
+pub mod allocator;
 pub mod checkpoint;
 pub mod device;
 pub mod ema;

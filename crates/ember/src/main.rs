@@ -186,6 +186,7 @@ enum Command {
 }
 
 fn main() {
+    ember_train::allocator::keep_freed_memory();
     if let Err(err) = run(Cli::parse()) {
         eprintln!("error: {}", error_chain(&err));
         std::process::exit(exit_code(&err));
