@@ -685,6 +685,20 @@ mod tests {
         .unwrap();
     }
 
+    /// A split of the 3-class 12x12 IDX fixture in `root`.
+    fn load(root: &Path, split: Split) -> ImageDataset {
+        let data_config = ember_config::DataConfig {
+            root: root.to_path_buf(),
+            ..Default::default()
+        };
+        let model = ember_config::ModelConfig {
+            num_classes: 3,
+            image_size: 12,
+            ..Default::default()
+        };
+        ImageDataset::load(&data_config, &model, split, 0).unwrap()
+    }
+
     fn workdir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("ember-eval-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -700,18 +714,6 @@ mod tests {
         write_split(&data, "train", 96, 1);
         write_split(&data, "t10k", 30, 2);
         let device = Device::flex();
-        let load = |root: &Path, split| {
-            let data_config = ember_config::DataConfig {
-                root: root.to_path_buf(),
-                ..Default::default()
-            };
-            let model = ember_config::ModelConfig {
-                num_classes: 3,
-                image_size: 12,
-                ..Default::default()
-            };
-            ImageDataset::load(&data_config, &model, split, 0).unwrap()
-        };
         let train = load(&data, Split::Train);
         let test = load(&data, Split::Test);
         let config = ClassifierConfig {
@@ -813,19 +815,7 @@ mod tests {
         std::fs::create_dir_all(&data).unwrap();
         write_split(&data, "train", 96, 1);
         write_split(&data, "t10k", 30, 2);
-        let load = |split| {
-            let data_config = ember_config::DataConfig {
-                root: data.clone(),
-                ..Default::default()
-            };
-            let model = ember_config::ModelConfig {
-                num_classes: 3,
-                image_size: 12,
-                ..Default::default()
-            };
-            ImageDataset::load(&data_config, &model, split, 0).unwrap()
-        };
-        let (train, test) = (load(Split::Train), load(Split::Test));
+        let (train, test) = (load(&data, Split::Train), load(&data, Split::Test));
         let config = ClassifierConfig {
             epochs: 6,
             batch_size: 16,
