@@ -350,6 +350,15 @@ pub enum SamplerKind {
 }
 
 impl SamplerKind {
+    /// Every sampler, in the order of the docs.
+    pub const ALL: [SamplerKind; 5] = [
+        SamplerKind::Ddpm,
+        SamplerKind::Ddim,
+        SamplerKind::DpmppTwoM,
+        SamplerKind::Euler,
+        SamplerKind::Heun,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             SamplerKind::Ddpm => "ddpm",

@@ -729,13 +729,7 @@ mod tests {
         let keep =
             Tensor::<4>::from_data(TensorData::new(keep, [1, 1, 8, 8]), &device).repeat_dim(0, 2);
         let cfg = ClassifierFreeGuidance::new(&m, &labels, 3.0, None, &device);
-        for kind in [
-            SamplerKind::Ddpm,
-            SamplerKind::Ddim,
-            SamplerKind::DpmppTwoM,
-            SamplerKind::Euler,
-            SamplerKind::Heun,
-        ] {
+        for kind in SamplerKind::ALL {
             let inpaint = Inpaint::new(&cfg, &s, source.clone(), keep.clone());
             let mut noise = crate::SeededNoise::new(4);
             let options = crate::SamplerOptions {

@@ -135,9 +135,10 @@ fn ode_start(
     }
 }
 
-/// DDPM ancestral sampling (Ho et al. 2020, Algorithm 2): each step draws `x_prev` from the
-/// posterior `q(x_prev | x_t, x0)` with the predicted `x0`, for a strided subset of timesteps
-/// (`alpha = abar_t / abar_prev` plays the role of one step's `1 - beta`).
+/// DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) on a strided subset of timesteps:
+/// each step draws `x_prev` from the posterior `q(x_prev | x_t, x0)` with the predicted `x0`.
+/// That posterior is exactly DDIM's step with `eta = 1` (Song et al. 2021, eq. 16), so this is
+/// [`ddim`] with `eta` fixed to 1.
 pub fn ddpm(
     model: &dyn EpsModel,
     schedule: &NoiseSchedule,
@@ -145,27 +146,16 @@ pub fn ddpm(
     options: SamplerOptions,
     noise: &mut dyn NoiseSource,
 ) -> Tensor<4> {
-    let device = x_t.device();
-    let shape = x_t.dims();
-    let ts = visited_timesteps(schedule, options);
-    let mut x = x_t;
-    for (i, &t) in ts.iter().enumerate() {
-        let prev = ts.get(i + 1).copied();
-        let (ab, ab_prev) = (schedule.alpha_bar(Some(t)), schedule.alpha_bar(prev));
-        let alpha = ab / ab_prev;
-        let beta = 1.0 - alpha;
-        let x0 = denoise(model, schedule, x.clone(), t);
-        // Posterior mean (eq. 7) and variance.
-        let mean = x0.mul_scalar(ab_prev.sqrt() * beta / (1.0 - ab))
-            + x.mul_scalar(alpha.sqrt() * (1.0 - ab_prev) / (1.0 - ab));
-        let var = (1.0 - ab_prev) / (1.0 - ab) * beta;
-        x = if prev.is_some() && var > 0.0 {
-            mean + noise.normal(shape, &device).mul_scalar(var.sqrt())
-        } else {
-            mean
-        };
-    }
-    x
+    ddim(
+        model,
+        schedule,
+        x_t,
+        SamplerOptions {
+            eta: 1.0,
+            ..options
+        },
+        noise,
+    )
 }
 
 /// Karras et al. 2022, Algorithm 1 without stochastic churn: Euler steps of
@@ -309,13 +299,7 @@ mod tests {
     #[test]
     fn every_sampler_is_reproducible_from_its_seed() {
         let device = Device::flex();
-        for kind in [
-            SamplerKind::Ddpm,
-            SamplerKind::Ddim,
-            SamplerKind::DpmppTwoM,
-            SamplerKind::Euler,
-            SamplerKind::Heun,
-        ] {
+        for kind in SamplerKind::ALL {
             let run = |seed| {
                 let mut noise = SeededNoise::new(seed);
                 let x = noise.normal([2, 1, 4, 4], &device);
@@ -350,6 +334,22 @@ mod tests {
                 std: 0.1,
                 schedule: schedule(),
             }
+        }
+
+        /// `p(k | z)` for `z = x0 + noise` of variance `var - std^2` per component.
+        fn responsibilities(&self, z: [f64; 2], var: f64) -> Vec<f64> {
+            let logits: Vec<f64> = self
+                .means
+                .iter()
+                .zip(self.weights)
+                .map(|(mu, w)| {
+                    w.ln() - ((z[0] - mu[0]).powi(2) + (z[1] - mu[1]).powi(2)) / (2.0 * var)
+                })
+                .collect();
+            let top = logits.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = logits.iter().map(|l| (l - top).exp()).collect();
+            let total: f64 = e.iter().sum();
+            e.iter().map(|v| v / total).collect()
         }
 
         fn mean_and_cov(&self) -> ([f64; 2], [[f64; 2]; 2]) {
@@ -391,25 +391,13 @@ mod tests {
                 }
                 let var = self.std * self.std + (1.0 - ab) / ab;
                 let z = [pair[0] as f64 / ab.sqrt(), pair[1] as f64 / ab.sqrt()];
-                let logits: Vec<f64> = self
-                    .means
-                    .iter()
-                    .zip(self.weights)
-                    .map(|(mu, w)| {
-                        w.ln() - ((z[0] - mu[0]).powi(2) + (z[1] - mu[1]).powi(2)) / (2.0 * var)
-                    })
-                    .collect();
-                let top = logits.iter().cloned().fold(f64::MIN, f64::max);
-                let r: Vec<f64> = logits.iter().map(|l| (l - top).exp()).collect();
-                let total: f64 = r.iter().sum();
+                let r = self.responsibilities(z, var);
                 for (i, zi) in z.iter().enumerate() {
                     let d: f64 = self
                         .means
                         .iter()
                         .zip(&r)
-                        .map(|(mu, rk)| {
-                            rk / total * (mu[i] + self.std.powi(2) / var * (zi - mu[i]))
-                        })
+                        .map(|(mu, rk)| rk * (mu[i] + self.std.powi(2) / var * (zi - mu[i])))
                         .sum();
                     x0.push(d as f32);
                 }
@@ -480,19 +468,9 @@ mod tests {
             let mut grad = Vec::with_capacity(values.len());
             for (pair, &y) in values.chunks_exact(2).zip(labels) {
                 let z = [pair[0] as f64 / ab.sqrt(), pair[1] as f64 / ab.sqrt()];
-                let logits: Vec<f64> = self
-                    .means
-                    .iter()
-                    .zip(self.weights)
-                    .map(|(mu, w)| {
-                        w.ln() - ((z[0] - mu[0]).powi(2) + (z[1] - mu[1]).powi(2)) / (2.0 * var)
-                    })
-                    .collect();
-                let top = logits.iter().cloned().fold(f64::MIN, f64::max);
-                let e: Vec<f64> = logits.iter().map(|l| (l - top).exp()).collect();
-                let total: f64 = e.iter().sum();
+                let r = self.responsibilities(z, var);
                 for (i, zi) in z.iter().enumerate() {
-                    let mixed: f64 = (0..2).map(|k| e[k] / total * (zi - self.means[k][i])).sum();
+                    let mixed: f64 = (0..2).map(|k| r[k] * (zi - self.means[k][i])).sum();
                     let g = (mixed - (zi - self.means[y][i])) / (var * ab.sqrt());
                     grad.push(g as f32);
                 }
