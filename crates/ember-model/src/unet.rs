@@ -9,10 +9,11 @@ use burn::nn::{
     LinearConfig, PaddingConfig2d,
 };
 use burn::prelude::*;
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use ember_config::ModelConfig;
+use ember_ops::{conv2d, group_norm, group_norm_silu, silu};
 use std::sync::Mutex;
 
 /// Builds a [`UNet`]; one-to-one with the validated `[model]` table of a config.
@@ -232,7 +233,7 @@ impl UNet {
         let emb = t_emb + y_emb.reshape([batch as i32, -1]); // [batch, emb]
 
         // 2. down path, keeping every activation for the skips
-        let mut h = self.conv_in.forward(x); // [batch, base, h, w]
+        let mut h = conv2d(&self.conv_in, x); // [batch, base, h, w]
         let mut skips = vec![h.clone()];
         for level in &self.down {
             for stage in &level.stages {
@@ -240,7 +241,7 @@ impl UNet {
                 skips.push(h.clone());
             }
             if let Some(down) = &level.downsample {
-                h = down.forward(h); // [batch, c, h/2, w/2]
+                h = conv2d(down, h); // [batch, c, h/2, w/2]
                 skips.push(h.clone());
             }
         }
@@ -263,12 +264,12 @@ impl UNet {
                     h,
                     InterpolateOptions::new(InterpolateMode::Nearest).with_scale_factor([2.0, 2.0]),
                 );
-                h = conv.forward(up); // [batch, c, 2h, 2w]
+                h = conv2d(conv, up); // [batch, c, 2h, 2w]
             }
         }
 
         // 5. output
-        self.conv_out.forward(silu(self.norm_out.forward(h)))
+        conv2d(&self.conv_out, group_norm_silu(&self.norm_out, h))
     }
 }
 
@@ -373,18 +374,19 @@ impl ResBlock {
     /// # Shapes
     /// - x: `[batch, c_in, h, w]`, emb: `[batch, embed_dim]` -> `[batch, c_out, h, w]`
     fn forward(&self, x: Tensor<4>, emb: &Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone()))); // [batch, c_out, h, w]
+        let h = conv2d(&self.conv1, group_norm_silu(&self.norm1, x.clone())); // [batch, c_out, h, w]
         let [batch, c_out, _, _] = h.dims();
         let bias = self
             .emb_proj
             .forward(silu(emb.clone()))
             .reshape([batch, c_out, 1, 1]);
         let h = h + bias;
-        let h = self
-            .conv2
-            .forward(self.dropout.forward(silu(self.norm2.forward(h))));
+        let h = conv2d(
+            &self.conv2,
+            self.dropout.forward(group_norm_silu(&self.norm2, h)),
+        );
         let skip = match &self.skip {
-            Some(conv) => conv.forward(x),
+            Some(conv) => conv2d(conv, x),
             None => x,
         };
         skip + h
@@ -418,7 +420,7 @@ impl SelfAttention {
         let [b, c, h, w] = x.dims();
         let (heads, n) = (self.heads, h * w);
         let d = c / heads;
-        let qkv = self.qkv.forward(self.norm.forward(x.clone())); // [b, 3c, h, w]
+        let qkv = conv2d(&self.qkv, group_norm(&self.norm, x.clone())); // [b, 3c, h, w]
         let qkv = qkv.reshape([b, 3, heads, d, n]);
         let q = qkv
             .clone()
@@ -433,7 +435,7 @@ impl SelfAttention {
         let scores = q.matmul(k).mul_scalar(1.0 / (d as f64).sqrt()); // [b, heads, n, n]
         let out = softmax(scores, 3).matmul(v); // [b, heads, n, d]
         let out = out.swap_dims(2, 3).reshape([b, c, h, w]);
-        x + self.proj.forward(out)
+        x + conv2d(&self.proj, out)
     }
 }
 

@@ -1,0 +1,328 @@
+//! The kernels as a Burn backend extension: forward ops for the Flex backend, and the same ops
+//! on `Autodiff<Flex>` with backward passes that call the fused gradient kernels.
+//!
+//! Only the Flex backend is listed: the public functions in `lib.rs` call these ops only on
+//! Flex devices and use Burn's stock ops everywhere else (CUDA included).
+
+use crate::kernels::{conv, norm, silu};
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{Shape, TensorData};
+
+#[backend_extension(Flex, Autodiff)]
+pub trait EmberOps: Backend {
+    /// Convolution with bias, groups 1, dilation 1, the same stride and padding on both axes.
+    fn ember_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self>;
+
+    /// Affine GroupNorm over `[batch, channels, ...]`, followed by SiLU when `silu`.
+    fn ember_group_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        epsilon: f64,
+        silu: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `x * sigmoid(x)`.
+    fn ember_silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// The tensor's values as a contiguous f32 slice owner.
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("ember-ops kernels take f32 tensors (lib.rs falls back to Burn's ops otherwise)")
+}
+
+fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn conv_shape(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    stride: usize,
+    padding: usize,
+) -> conv::ConvShape {
+    let [batch, c_in, h, w] = x.shape().dims();
+    let [c_out, c_in_w, kh, kw] = weight.shape().dims();
+    assert_eq!(
+        c_in, c_in_w,
+        "conv2d: input has {c_in} channels, weight expects {c_in_w}"
+    );
+    conv::ConvShape {
+        batch,
+        c_in,
+        h,
+        w,
+        c_out,
+        kh,
+        kw,
+        stride,
+        padding,
+    }
+}
+
+fn norm_shape(x: &FlexTensor, groups: usize) -> norm::NormShape {
+    let shape = x.shape();
+    let (batch, channels) = (shape[0], shape[1]);
+    norm::NormShape {
+        batch,
+        channels,
+        spatial: shape.num_elements() / (batch * channels),
+        groups,
+    }
+}
+
+impl EmberOps for Flex {
+    fn ember_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        stride: usize,
+        padding: usize,
+    ) -> FlexTensor {
+        let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
+        let s = conv_shape(&x, &weight, stride, padding);
+        let y = conv::forward(&s, values(&x), values(&weight), values(&bias));
+        tensor(y, Shape::new([s.batch, s.c_out, s.h_out(), s.w_out()]))
+    }
+
+    fn ember_group_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        groups: usize,
+        epsilon: f64,
+        silu: bool,
+    ) -> FlexTensor {
+        let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
+        let y = norm::forward(
+            values(&x),
+            values(&gamma),
+            values(&beta),
+            norm_shape(&x, groups),
+            epsilon,
+            silu,
+        );
+        tensor(y, x.shape())
+    }
+
+    fn ember_silu(x: FlexTensor) -> FlexTensor {
+        let x = contiguous(x);
+        tensor(silu::forward(values(&x)), x.shape())
+    }
+}
+
+impl<C: CheckpointStrategy> EmberOps for Autodiff<Flex, C> {
+    fn ember_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Conv;
+
+        impl Backward<Flex, 3> for Conv {
+            type State = (NodeId, NodeId, usize, usize);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let [node_x, node_weight, node_bias] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (x_state, weight_state, stride, padding) = ops.state;
+                let x = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(x_state));
+                let weight =
+                    contiguous(checkpointer.retrieve_node_output::<FlexTensor>(weight_state));
+                let s = conv_shape(&x, &weight, stride, padding);
+                let (dx, dw, db) = conv::backward(
+                    &s,
+                    values(&x),
+                    values(&weight),
+                    values(&grad),
+                    node_x.is_some(),
+                );
+                if let Some(node) = node_x {
+                    grads.register::<Flex>(node.id, tensor(dx, x.shape()));
+                }
+                if let Some(node) = node_weight {
+                    grads.register::<Flex>(node.id, tensor(dw, weight.shape()));
+                }
+                if let Some(node) = node_bias {
+                    grads.register::<Flex>(node.id, tensor(db, Shape::new([s.c_out])));
+                }
+            }
+        }
+
+        match Conv
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&weight),
+                    stride,
+                    padding,
+                );
+                let y = Flex::ember_conv2d(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                    stride,
+                    padding,
+                );
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::ember_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+                stride,
+                padding,
+            )),
+        }
+    }
+
+    fn ember_group_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        epsilon: f64,
+        silu: bool,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct GroupNorm;
+
+        impl Backward<Flex, 3> for GroupNorm {
+            type State = (NodeId, NodeId, NodeId, usize, f64, bool);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let [node_x, node_gamma, node_beta] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (x_state, gamma_state, beta_state, groups, epsilon, silu) = ops.state;
+                let x = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(x_state));
+                let gamma =
+                    contiguous(checkpointer.retrieve_node_output::<FlexTensor>(gamma_state));
+                let beta = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(beta_state));
+                let (dx, dgamma, dbeta) = norm::backward(
+                    values(&x),
+                    values(&gamma),
+                    values(&beta),
+                    values(&grad),
+                    norm_shape(&x, groups),
+                    epsilon,
+                    silu,
+                );
+                if let Some(node) = node_x {
+                    grads.register::<Flex>(node.id, tensor(dx, x.shape()));
+                }
+                if let Some(node) = node_gamma {
+                    grads.register::<Flex>(node.id, tensor(dgamma, gamma.shape()));
+                }
+                if let Some(node) = node_beta {
+                    grads.register::<Flex>(node.id, tensor(dbeta, beta.shape()));
+                }
+            }
+        }
+
+        match GroupNorm
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&gamma),
+                    prep.checkpoint(&beta),
+                    groups,
+                    epsilon,
+                    silu,
+                );
+                let y = Flex::ember_group_norm(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    groups,
+                    epsilon,
+                    silu,
+                );
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::ember_group_norm(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                groups,
+                epsilon,
+                silu,
+            )),
+        }
+    }
+
+    fn ember_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Silu;
+
+        impl Backward<Flex, 1> for Silu {
+            type State = NodeId;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let [node_x] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let x = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(ops.state));
+                if let Some(node) = node_x {
+                    let dx = silu::backward(values(&x), values(&grad));
+                    grads.register::<Flex>(node.id, tensor(dx, x.shape()));
+                }
+            }
+        }
+
+        match Silu.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let state = prep.checkpoint(&x);
+                prep.finish(state, Flex::ember_silu(x.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::ember_silu(x.into_primitive())),
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! 2-D convolution (groups 1, dilation 1) as one small matrix product per image, NCHW in and
+//! out, images split over the threads.
+//!
+//! burn-flex 0.22.1 re-lays out the whole input (NCHW -> NHWC) and kernel on the calling thread
+//! before each convolution, and Burn computes the weight gradient as a convolution with an
+//! H x W "kernel" (a product with 9 output columns). Here each image is one task:
+//! - forward: `y_n[O, L] = W[O, K] col(x_n)[K, L] + b` (`K = C kh kw`, `L = Ho Wo`),
+//! - weight gradient: `dW += dy_n[O, L] col(x_n)^T[L, K]`, accumulated per task of a fixed
+//!   number of images and summed in task order, so results do not depend on the thread count,
+//! - input gradient: `dx_n = col2im(W^T[K, O] dy_n[O, L])`.
+//!
+//! A 1x1 convolution with stride 1 and no padding skips im2col: `col(x_n)` is `x_n` itself.
+
+use rayon::prelude::*;
+
+/// Geometry of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ConvShape {
+    pub fn h_out(&self) -> usize {
+        (self.h + 2 * self.padding - self.kh) / self.stride + 1
+    }
+
+    pub fn w_out(&self) -> usize {
+        (self.w + 2 * self.padding - self.kw) / self.stride + 1
+    }
+
+    /// Rows of the im2col matrix (inner dimension of the products).
+    fn k(&self) -> usize {
+        self.c_in * self.kh * self.kw
+    }
+
+    /// Output pixels per channel.
+    fn l(&self) -> usize {
+        self.h_out() * self.w_out()
+    }
+
+    fn image_len(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    /// The range of output columns `ow` whose input column `ow * stride + kj - padding` lies
+    /// inside the image (stride 1 only).
+    fn valid_columns(&self, kj: usize) -> std::ops::Range<usize> {
+        let lo = self.padding.saturating_sub(kj).min(self.w_out());
+        let hi = (self.w + self.padding).saturating_sub(kj).min(self.w_out());
+        lo..hi.max(lo)
+    }
+}
+
+/// Writes the `[K, L]` patch matrix of one image into `col`.
+fn im2col(s: &ConvShape, x: &[f32], col: &mut [f32]) {
+    let (l, wo) = (s.l(), s.w_out());
+    let mut rows = col.chunks_exact_mut(l);
+    for c in 0..s.c_in {
+        let plane = &x[c * s.h * s.w..(c + 1) * s.h * s.w];
+        for ki in 0..s.kh {
+            for kj in 0..s.kw {
+                let row = rows.next().expect("K rows");
+                for (oh, out) in row.chunks_exact_mut(wo).enumerate() {
+                    let ih = (oh * s.stride + ki) as isize - s.padding as isize;
+                    if ih < 0 || ih >= s.h as isize {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let line = &plane[ih as usize * s.w..(ih as usize + 1) * s.w];
+                    if s.stride == 1 {
+                        let valid = s.valid_columns(kj);
+                        let shift = kj as isize - s.padding as isize;
+                        out[..valid.start].fill(0.0);
+                        let src = (valid.start as isize + shift) as usize;
+                        out[valid.clone()].copy_from_slice(&line[src..src + valid.len()]);
+                        out[valid.end..].fill(0.0);
+                    } else {
+                        for (ow, o) in out.iter_mut().enumerate() {
+                            let iw = (ow * s.stride + kj) as isize - s.padding as isize;
+                            *o = if iw >= 0 && iw < s.w as isize {
+                                line[iw as usize]
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the `[K, L]` patch-gradient matrix of one image into its input gradient `dx`
+/// (the adjoint of [`im2col`]).
+fn col2im(s: &ConvShape, col: &[f32], dx: &mut [f32]) {
+    let (l, wo) = (s.l(), s.w_out());
+    let mut rows = col.chunks_exact(l);
+    for c in 0..s.c_in {
+        let plane = &mut dx[c * s.h * s.w..(c + 1) * s.h * s.w];
+        for ki in 0..s.kh {
+            for kj in 0..s.kw {
+                let row = rows.next().expect("K rows");
+                for (oh, src) in row.chunks_exact(wo).enumerate() {
+                    let ih = (oh * s.stride + ki) as isize - s.padding as isize;
+                    if ih < 0 || ih >= s.h as isize {
+                        continue;
+                    }
+                    let line = &mut plane[ih as usize * s.w..(ih as usize + 1) * s.w];
+                    if s.stride == 1 {
+                        let valid = s.valid_columns(kj);
+                        let start =
+                            (valid.start as isize + kj as isize - s.padding as isize) as usize;
+                        for (d, &g) in line[start..start + valid.len()].iter_mut().zip(&src[valid])
+                        {
+                            *d += g;
+                        }
+                    } else {
+                        for (ow, &g) in src.iter().enumerate() {
+                            let iw = (ow * s.stride + kj) as isize - s.padding as isize;
+                            if iw >= 0 && iw < s.w as isize {
+                                line[iw as usize] += g;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A row-major (or strided) matrix operand: pointer, row stride, column stride.
+#[derive(Clone, Copy)]
+struct Operand {
+    ptr: *const f32,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl Operand {
+    fn rows(data: &[f32], row_len: usize) -> Self {
+        Self {
+            ptr: data.as_ptr(),
+            row_stride: row_len,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with rows of `row_len`.
+    fn transposed(data: &[f32], row_len: usize) -> Self {
+        Self {
+            ptr: data.as_ptr(),
+            row_stride: 1,
+            col_stride: row_len,
+        }
+    }
+}
+
+/// `dst[m, n] (+)= lhs[m, k] rhs[k, n]`, `dst` row-major, single-threaded (the parallelism is
+/// over images).
+///
+/// # Safety
+/// `lhs` and `rhs` must address `m x k` and `k x n` elements inside live slices.
+unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: Operand,
+    rhs: Operand,
+) {
+    assert!(dst.len() >= m * n);
+    // SAFETY: dst holds m x n elements (checked); the caller vouches for lhs and rhs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.ptr,
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// `y = conv(x, weight) + bias`, shapes `[N, C, H, W]`, `[O, C, kh, kw]`, `[O]` -> `[N, O, Ho, Wo]`.
+pub fn forward(s: &ConvShape, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
+    let (k, l, o) = (s.k(), s.l(), s.c_out);
+    assert_eq!(x.len(), s.batch * s.image_len());
+    assert_eq!(weight.len(), o * k);
+    assert_eq!(bias.len(), o);
+    let mut y = vec![0.0; s.batch * o * l];
+    y.par_chunks_mut(o * l).enumerate().for_each_init(
+        || vec![0.0; if s.pointwise() { 0 } else { k * l }],
+        |col, (n, y_n)| {
+            let x_n = &x[n * s.image_len()..(n + 1) * s.image_len()];
+            for (row, &b) in y_n.chunks_exact_mut(l).zip(bias) {
+                row.fill(b);
+            }
+            let col: &[f32] = if s.pointwise() {
+                x_n
+            } else {
+                im2col(s, x_n, col);
+                col
+            };
+            // SAFETY: weight is [O, K] and col [K, L], both checked above.
+            unsafe {
+                matmul(
+                    o,
+                    l,
+                    k,
+                    y_n,
+                    true,
+                    Operand::rows(weight, k),
+                    Operand::rows(col, l),
+                );
+            }
+        },
+    );
+    y
+}
+
+/// Images per backward task: each task keeps its own weight-gradient sum.
+const IMAGES_PER_TASK: usize = 4;
+
+/// Gradients of [`forward`]: `(dx, dweight, dbias)`; `dx` is empty unless `need_dx`.
+pub fn backward(
+    s: &ConvShape,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    need_dx: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (k, l, o) = (s.k(), s.l(), s.c_out);
+    assert_eq!(x.len(), s.batch * s.image_len());
+    assert_eq!(weight.len(), o * k);
+    assert_eq!(dy.len(), s.batch * o * l);
+    let mut dx = vec![0.0; if need_dx { x.len() } else { 0 }];
+    let tasks = s.batch.div_ceil(IMAGES_PER_TASK);
+    let task_images = |t: usize| t * IMAGES_PER_TASK..((t + 1) * IMAGES_PER_TASK).min(s.batch);
+    let run_task = |t: usize, mut dx_task: Option<&mut [f32]>| {
+        let mut dw = vec![0.0f32; o * k];
+        let mut db = vec![0.0f32; o];
+        let mut col = vec![0.0; if s.pointwise() { 0 } else { k * l }];
+        let mut dcol = vec![0.0; if s.pointwise() || !need_dx { 0 } else { k * l }];
+        for (j, n) in task_images(t).enumerate() {
+            let x_n = &x[n * s.image_len()..(n + 1) * s.image_len()];
+            let dy_n = &dy[n * o * l..(n + 1) * o * l];
+            for (db, row) in db.iter_mut().zip(dy_n.chunks_exact(l)) {
+                *db += row.iter().sum::<f32>();
+            }
+            let col: &[f32] = if s.pointwise() {
+                x_n
+            } else {
+                im2col(s, x_n, &mut col);
+                &col
+            };
+            // SAFETY: dy_n is [O, L], col [K, L] (read transposed), weight [O, K] (read
+            // transposed): all sized by the asserts above.
+            unsafe {
+                matmul(
+                    o,
+                    k,
+                    l,
+                    &mut dw,
+                    true,
+                    Operand::rows(dy_n, l),
+                    Operand::transposed(col, l),
+                );
+                if let Some(dx_task) = dx_task.as_deref_mut() {
+                    let dx_n = &mut dx_task[j * s.image_len()..(j + 1) * s.image_len()];
+                    let w_t = Operand::transposed(weight, k);
+                    if s.pointwise() {
+                        matmul(k, l, o, dx_n, false, w_t, Operand::rows(dy_n, l));
+                    } else {
+                        matmul(k, l, o, &mut dcol, false, w_t, Operand::rows(dy_n, l));
+                        col2im(s, &dcol, dx_n);
+                    }
+                }
+            }
+        }
+        (dw, db)
+    };
+    let partial: Vec<(Vec<f32>, Vec<f32>)> = if need_dx {
+        dx.par_chunks_mut(IMAGES_PER_TASK * s.image_len())
+            .enumerate()
+            .map(|(t, dx_task)| run_task(t, Some(dx_task)))
+            .collect()
+    } else {
+        (0..tasks)
+            .into_par_iter()
+            .map(|t| run_task(t, None))
+            .collect()
+    };
+    let mut dw = vec![0.0f32; o * k];
+    let mut db = vec![0.0f32; o];
+    for (pw, pb) in &partial {
+        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+    }
+    (dx, dw, db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct 7-loop convolution, the definition.
+    fn reference(s: &ConvShape, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+        let (ho, wo) = (s.h_out(), s.w_out());
+        let mut y = vec![0.0; s.batch * s.c_out * ho * wo];
+        for n in 0..s.batch {
+            for o in 0..s.c_out {
+                for oh in 0..ho {
+                    for ow in 0..wo {
+                        let mut acc = b[o] as f64;
+                        for c in 0..s.c_in {
+                            for ki in 0..s.kh {
+                                for kj in 0..s.kw {
+                                    let ih = (oh * s.stride + ki) as isize - s.padding as isize;
+                                    let iw = (ow * s.stride + kj) as isize - s.padding as isize;
+                                    if ih < 0 || iw < 0 || ih >= s.h as isize || iw >= s.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xi =
+                                        ((n * s.c_in + c) * s.h + ih as usize) * s.w + iw as usize;
+                                    let wi = ((o * s.c_in + c) * s.kh + ki) * s.kw + kj;
+                                    acc += x[xi] as f64 * w[wi] as f64;
+                                }
+                            }
+                        }
+                        y[((n * s.c_out + o) * ho + oh) * wo + ow] = acc as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn shapes() -> Vec<ConvShape> {
+        let base = ConvShape {
+            batch: 5,
+            c_in: 3,
+            h: 7,
+            w: 6,
+            c_out: 4,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            padding: 1,
+        };
+        vec![
+            base,
+            ConvShape { stride: 2, ..base },
+            ConvShape {
+                kh: 1,
+                kw: 1,
+                padding: 0,
+                ..base
+            },
+            ConvShape { padding: 0, ..base },
+            ConvShape {
+                kh: 2,
+                kw: 3,
+                padding: 2,
+                stride: 2,
+                ..base
+            },
+        ]
+    }
+
+    #[test]
+    fn forward_matches_the_definition() {
+        for s in shapes() {
+            let x = values(s.batch * s.image_len(), 1);
+            let w = values(s.c_out * s.k(), 2);
+            let b = values(s.c_out, 3);
+            let fast = forward(&s, &x, &w, &b);
+            let slow = reference(&s, &x, &w, &b);
+            let worst = fast
+                .iter()
+                .zip(&slow)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "{s:?}: worst difference {worst}");
+        }
+    }
+
+    /// The convolution is linear in x and in w, so its gradients are adjoints:
+    /// <dy, conv(x, w)> = <dx, x> = <dw, w>, and the bias adds <db, b>.
+    #[test]
+    fn backward_is_the_adjoint_of_forward() {
+        for s in shapes() {
+            let x = values(s.batch * s.image_len(), 4);
+            let w = values(s.c_out * s.k(), 5);
+            let b = values(s.c_out, 6);
+            let dy = values(s.batch * s.c_out * s.l(), 7);
+            let (dx, dw, db) = backward(&s, &x, &w, &dy, true);
+            let dot = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>()
+            };
+            let zero_b = vec![0.0; s.c_out];
+            // y is linear in x (with w, no bias): <dy, conv(x)> = <dx, x>.
+            let lhs = dot(&dy, &forward(&s, &x, &w, &zero_b));
+            assert!(
+                (lhs - dot(&dx, &x)).abs() < 1e-3 * lhs.abs().max(1.0),
+                "{s:?} dx"
+            );
+            // ... and linear in w: <dy, conv_w(x)> = <dw, w>.
+            assert!(
+                (lhs - dot(&dw, &w)).abs() < 1e-3 * lhs.abs().max(1.0),
+                "{s:?} dw"
+            );
+            // ... and the bias adds <dy, b broadcast> = <db, b>.
+            let with_b = dot(&dy, &forward(&s, &x, &w, &b)) - lhs;
+            assert!(
+                (with_b - dot(&db, &b)).abs() < 1e-3 * with_b.abs().max(1.0),
+                "{s:?} db"
+            );
+            let (no_dx, dw2, db2) = backward(&s, &x, &w, &dy, false);
+            assert!(no_dx.is_empty());
+            assert_eq!((dw2, db2), (dw, db));
+        }
+    }
+}

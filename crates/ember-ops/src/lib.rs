@@ -1,0 +1,129 @@
+//! Fused CPU operations for Ember's UNet: convolution, GroupNorm (+ SiLU) and SiLU, each with
+//! a hand-written backward pass, running on the Flex backend through Burn's backend-extension
+//! API (`extension.rs`) and falling back to Burn's stock ops on every other backend.
+//!
+//! The functions take Burn's own modules (`Conv2d`, `GroupNorm`), so parameters, checkpoints
+//! and initialisation are unchanged; only the arithmetic is replaced. Why each kernel exists,
+//! and what it measured, is in `scripts/bench/NOTES.md`.
+//!
+//! `EMBER_STOCK_OPS=1` turns the fused path off (Burn's ops everywhere), for A/B measurements.
+
+mod extension;
+pub mod kernels;
+
+pub use extension::EmberOps;
+
+use burn::backend::{Dispatch, DispatchDevice};
+use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::DType;
+use std::sync::OnceLock;
+
+/// Whether the fused kernels are on (unless `EMBER_STOCK_OPS` is set to something other than
+/// `0`), read once.
+pub fn fused_ops_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("EMBER_STOCK_OPS").map_or(true, |v| v == "0"))
+}
+
+/// True for f32 tensors on the Flex backend, with or without autodiff.
+fn runs_fused<const D: usize>(x: &Tensor<D>) -> bool {
+    if !fused_ops_enabled() || x.dtype() != DType::F32 {
+        return false;
+    }
+    match x.device().as_dispatch() {
+        DispatchDevice::Flex(_) => true,
+        DispatchDevice::Autodiff(inner) => matches!(&**inner, DispatchDevice::Flex(_)),
+        // Unreachable in CPU-only builds, where Flex and Autodiff are the only devices.
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
+/// The symmetric padding of a convolution, if it has one.
+fn symmetric_padding(padding: &PaddingConfig2d) -> Option<usize> {
+    match *padding {
+        PaddingConfig2d::Valid => Some(0),
+        PaddingConfig2d::Explicit(top, left, bottom, right)
+            if top == left && left == bottom && bottom == right =>
+        {
+            Some(top)
+        }
+        _ => None,
+    }
+}
+
+/// `conv.forward(x)`, on the fused kernel when the layer is a plain one (bias, groups 1,
+/// dilation 1, equal strides and symmetric padding).
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let plain = conv.groups == 1 && conv.dilation == [1, 1] && conv.stride[0] == conv.stride[1];
+    match (&conv.bias, symmetric_padding(&conv.padding)) {
+        (Some(bias), Some(padding)) if plain && runs_fused(&x) => {
+            Tensor::from_dispatch(<Dispatch as EmberOps>::ember_conv2d(
+                x.into_dispatch(),
+                conv.weight.val().into_dispatch(),
+                bias.val().into_dispatch(),
+                conv.stride[0],
+                padding,
+            ))
+        }
+        _ => conv.forward(x),
+    }
+}
+
+fn fused_group_norm<const D: usize>(
+    norm: &GroupNorm,
+    x: Tensor<D>,
+    silu: bool,
+) -> Option<Tensor<D>> {
+    let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) else {
+        return None;
+    };
+    let channels = x.dims()[1];
+    if !norm.affine
+        || channels != norm.num_channels
+        || channels % norm.num_groups != 0
+        || !runs_fused(&x)
+    {
+        return None;
+    }
+    Some(Tensor::from_dispatch(
+        <Dispatch as EmberOps>::ember_group_norm(
+            x.into_dispatch(),
+            gamma.val().into_dispatch(),
+            beta.val().into_dispatch(),
+            norm.num_groups,
+            norm.epsilon,
+            silu,
+        ),
+    ))
+}
+
+/// `norm.forward(x)`.
+pub fn group_norm<const D: usize>(norm: &GroupNorm, x: Tensor<D>) -> Tensor<D> {
+    match fused_group_norm(norm, x.clone(), false) {
+        Some(y) => y,
+        None => norm.forward(x),
+    }
+}
+
+/// `silu(norm.forward(x))` in one pass.
+pub fn group_norm_silu<const D: usize>(norm: &GroupNorm, x: Tensor<D>) -> Tensor<D> {
+    match fused_group_norm(norm, x.clone(), true) {
+        Some(y) => y,
+        None => burn::tensor::activation::silu(norm.forward(x)),
+    }
+}
+
+/// `x * sigmoid(x)`.
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if runs_fused(&x) {
+        Tensor::from_dispatch(<Dispatch as EmberOps>::ember_silu(x.into_dispatch()))
+    } else {
+        burn::tensor::activation::silu(x)
+    }
+}
+
+#[cfg(test)]
+mod tests;
