@@ -50,6 +50,11 @@ impl ConvShape {
         self.c_in * self.h * self.w
     }
 
+    /// Stride 1 and an output of the input's size (e.g. 3x3 with padding 1).
+    fn same_size(&self) -> bool {
+        self.stride == 1 && self.h_out() == self.h && self.w_out() == self.w
+    }
+
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
     }
@@ -65,6 +70,9 @@ impl ConvShape {
 
 /// Writes the `[K, L]` patch matrix of one image into `col`.
 fn im2col(s: &ConvShape, x: &[f32], col: &mut [f32]) {
+    if s.same_size() {
+        return im2col_same(s, x, col);
+    }
     let (l, wo) = (s.l(), s.w_out());
     let mut rows = col.chunks_exact_mut(l);
     for c in 0..s.c_in {
@@ -102,9 +110,92 @@ fn im2col(s: &ConvShape, x: &[f32], col: &mut [f32]) {
     }
 }
 
+/// The patch matrix of a stride-1 convolution whose output has the input's size (3x3 with
+/// padding 1): row (c, ki, kj) is channel c's plane shifted by (ki - p) rows and (kj - p)
+/// columns, so it is one long copy, after which the pixels that fell outside the image (whole
+/// rows at the top or bottom, one column that wrapped around from the neighbouring row) are
+/// zeroed.
+fn im2col_same(s: &ConvShape, x: &[f32], col: &mut [f32]) {
+    let (h, w, p) = (s.h as isize, s.w as isize, s.padding as isize);
+    let plane = s.h * s.w;
+    let mut rows = col.chunks_exact_mut(plane);
+    for c in 0..s.c_in {
+        let src = &x[c * plane..(c + 1) * plane];
+        for ki in 0..s.kh as isize {
+            for kj in 0..s.kw as isize {
+                let row = rows.next().expect("K rows");
+                let (di, dj) = (ki - p, kj - p);
+                let shift = di * w + dj;
+                // row[i] = src[i + shift] wherever that index exists.
+                let lo = (-shift).clamp(0, h * w) as usize;
+                let hi = (h * w - shift).clamp(0, h * w) as usize;
+                row[..lo].fill(0.0);
+                if lo < hi {
+                    let from = (lo as isize + shift) as usize;
+                    row[lo..hi].copy_from_slice(&src[from..from + (hi - lo)]);
+                }
+                row[hi.max(lo)..].fill(0.0);
+                zero_outside(s, row, di, dj);
+            }
+        }
+    }
+}
+
+/// Zeroes the entries of a shifted plane (row offset `di`, column offset `dj`) whose source
+/// pixel lies outside the image: whole lines at the top or bottom, and the `|dj|` columns at
+/// one side that wrapped around from the neighbouring line. The columns are written with
+/// strided stores: a `fill` per line would be a `memset` call per one or two floats.
+fn zero_outside(s: &ConvShape, row: &mut [f32], di: isize, dj: isize) {
+    let (h, w) = (s.h as isize, s.w as isize);
+    let inside = di.clamp(-h, h);
+    let (first, last) = ((-inside).max(0) as usize, (h - inside.max(0)) as usize);
+    row[..first * s.w].fill(0.0);
+    row[last * s.w..].fill(0.0);
+    let columns = if dj < 0 {
+        0..(-dj).min(w) as usize
+    } else {
+        (w - dj).max(0) as usize..s.w
+    };
+    for column in columns {
+        for line in first..last {
+            row[line * s.w + column] = 0.0;
+        }
+    }
+}
+
+/// The adjoint of [`im2col_same`]: zero the entries whose source lies outside the image, then
+/// add each row back into its channel's plane with one long shifted add.
+fn col2im_same(s: &ConvShape, col: &mut [f32], dx: &mut [f32]) {
+    let (h, w, p) = (s.h as isize, s.w as isize, s.padding as isize);
+    let plane = s.h * s.w;
+    let mut rows = col.chunks_exact_mut(plane);
+    for c in 0..s.c_in {
+        let dst = &mut dx[c * plane..(c + 1) * plane];
+        for ki in 0..s.kh as isize {
+            for kj in 0..s.kw as isize {
+                let row = rows.next().expect("K rows");
+                let (di, dj) = (ki - p, kj - p);
+                zero_outside(s, row, di, dj);
+                let shift = di * w + dj;
+                let lo = (-shift).clamp(0, h * w) as usize;
+                let hi = (h * w - shift).clamp(0, h * w) as usize;
+                if lo < hi {
+                    let to = (lo as isize + shift) as usize;
+                    for (d, &g) in dst[to..to + (hi - lo)].iter_mut().zip(&row[lo..hi]) {
+                        *d += g;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Adds the `[K, L]` patch-gradient matrix of one image into its input gradient `dx`
-/// (the adjoint of [`im2col`]).
-fn col2im(s: &ConvShape, col: &[f32], dx: &mut [f32]) {
+/// (the adjoint of [`im2col`]); `col` is scratch and may be modified.
+fn col2im(s: &ConvShape, col: &mut [f32], dx: &mut [f32]) {
+    if s.same_size() {
+        return col2im_same(s, col, dx);
+    }
     let (l, wo) = (s.l(), s.w_out());
     let mut rows = col.chunks_exact(l);
     for c in 0..s.c_in {
@@ -167,21 +258,30 @@ impl Operand {
     }
 }
 
-/// `dst[m, n] (+)= lhs[m, k] rhs[k, n]`, `dst` row-major, single-threaded (the parallelism is
-/// over images).
+/// `dst[m, n] (+)= lhs[m, k] rhs[k, n]`, single-threaded (the parallelism is over images).
+/// `dst` is row-major, or column-major (the transpose of a row-major `[n, m]`) when
+/// `dst_columns`.
+///
+/// The products are oriented so that the large operand (an image's patch matrix or output
+/// gradient, `L` pixels long) is a column-major `lhs` whose length `m = L` the micro-kernel
+/// walks directly: gemm then skips packing it (when `L` is a multiple of 8), and packs only
+/// the small weight matrix.
 ///
 /// # Safety
 /// `lhs` and `rhs` must address `m x k` and `k x n` elements inside live slices.
+#[allow(clippy::too_many_arguments)]
 unsafe fn matmul(
     m: usize,
     n: usize,
     k: usize,
     dst: &mut [f32],
+    dst_columns: bool,
     accumulate: bool,
     lhs: Operand,
     rhs: Operand,
 ) {
     assert!(dst.len() >= m * n);
+    let (dst_rs, dst_cs) = if dst_columns { (1, m) } else { (n, 1) };
     // SAFETY: dst holds m x n elements (checked); the caller vouches for lhs and rhs.
     unsafe {
         gemm::gemm(
@@ -189,8 +289,8 @@ unsafe fn matmul(
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
             lhs.ptr,
             lhs.col_stride as isize,
@@ -230,14 +330,16 @@ pub fn forward(s: &ConvShape, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f3
             };
             // SAFETY: weight is [O, K] and col [K, L], both checked above.
             unsafe {
+                // y_n^T[L, O] = col^T[L, K] W^T[K, O].
                 matmul(
-                    o,
                     l,
+                    o,
                     k,
                     y_n,
                     true,
-                    Operand::rows(weight, k),
-                    Operand::rows(col, l),
+                    true,
+                    Operand::transposed(col, l),
+                    Operand::transposed(weight, k),
                 );
             }
         },
@@ -272,7 +374,7 @@ pub fn backward(
             let x_n = &x[n * s.image_len()..(n + 1) * s.image_len()];
             let dy_n = &dy[n * o * l..(n + 1) * o * l];
             for (db, row) in db.iter_mut().zip(dy_n.chunks_exact(l)) {
-                *db += row.iter().sum::<f32>();
+                *db += super::simd::sum(row);
             }
             let col: &[f32] = if s.pointwise() {
                 x_n
@@ -283,23 +385,26 @@ pub fn backward(
             // SAFETY: dy_n is [O, L], col [K, L] (read transposed), weight [O, K] (read
             // transposed): all sized by the asserts above.
             unsafe {
+                // dW[O, K] += dy_n[O, L] col^T[L, K].
                 matmul(
                     o,
                     k,
                     l,
                     &mut dw,
+                    false,
                     true,
                     Operand::rows(dy_n, l),
                     Operand::transposed(col, l),
                 );
                 if let Some(dx_task) = dx_task.as_deref_mut() {
                     let dx_n = &mut dx_task[j * s.image_len()..(j + 1) * s.image_len()];
-                    let w_t = Operand::transposed(weight, k);
+                    // dcol^T[L, K] = dy_n^T[L, O] W[O, K]; for 1x1 convolutions dcol is dx_n.
+                    let (dy_t, w) = (Operand::transposed(dy_n, l), Operand::rows(weight, k));
                     if s.pointwise() {
-                        matmul(k, l, o, dx_n, false, w_t, Operand::rows(dy_n, l));
+                        matmul(l, k, o, dx_n, true, false, dy_t, w);
                     } else {
-                        matmul(k, l, o, &mut dcol, false, w_t, Operand::rows(dy_n, l));
-                        col2im(s, &dcol, dx_n);
+                        matmul(l, k, o, &mut dcol, true, false, dy_t, w);
+                        col2im(s, &mut dcol, dx_n);
                     }
                 }
             }
@@ -397,6 +502,12 @@ mod tests {
                 ..base
             },
             ConvShape { padding: 0, ..base },
+            ConvShape {
+                kh: 5,
+                kw: 5,
+                padding: 2,
+                ..base
+            },
             ConvShape {
                 kh: 2,
                 kw: 3,

@@ -5,7 +5,7 @@
 //! add, sqrt, div, mul, add) and SiLU from two more, each a full pass over the activation on
 //! one core; in the UNet every GroupNorm but the attention's is followed by SiLU.
 
-use super::simd::{multiversion, sigmoid};
+use super::simd::{self, LANES, multiversion, sigmoid};
 use rayon::prelude::*;
 
 /// Shape of a GroupNorm input seen as `[batch, channels, spatial]`.
@@ -23,20 +23,31 @@ impl NormShape {
     }
 }
 
+multiversion! {
+    /// Per-channel-row partial sums of one group, `[sum x, sum (x - center)^2]` each.
+    fn row_sums(x: &[f32], center: f32, out: &mut [f32; 2]) {
+        *out = [simd::sum(x), simd::sum_squared_deviation(x, center)];
+    }
+}
+
 /// Mean and 1/sqrt(var + eps) of one group's values (biased variance, as Burn and PyTorch),
-/// accumulated in f64 so large groups do not lose precision.
-fn statistics(x: &[f32], eps: f64) -> (f32, f32) {
+/// two-pass, with per-row partial sums combined in f64 so large groups keep their precision.
+fn statistics(x: &[f32], rows: usize, eps: f64) -> (f32, f32) {
     let n = x.len() as f64;
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = x
-        .iter()
-        .map(|&v| {
-            let d = v as f64 - mean;
-            d * d
-        })
-        .sum::<f64>()
-        / n;
-    (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+    let row = x.len() / rows;
+    let mut sums = [0.0f32; 2];
+    let mut total = 0f64;
+    for r in x.chunks_exact(row) {
+        row_sums(r, 0.0, &mut sums);
+        total += sums[0] as f64;
+    }
+    let mean = (total / n) as f32;
+    let mut squares = 0f64;
+    for r in x.chunks_exact(row) {
+        row_sums(r, mean, &mut sums);
+        squares += sums[1] as f64;
+    }
+    (mean, (1.0 / (squares / n + eps).sqrt()) as f32)
 }
 
 multiversion! {
@@ -71,7 +82,7 @@ pub fn forward(
         .enumerate()
         .for_each(|(i, (y, x))| {
             let g = i % shape.groups;
-            let (mean, rstd) = statistics(x, eps);
+            let (mean, rstd) = statistics(x, per_group, eps);
             for c in 0..per_group {
                 let ch = g * per_group + c;
                 let scale = rstd * gamma[ch];
@@ -97,8 +108,7 @@ multiversion! {
         silu: bool,
         sums: &mut [f32; 2],
     ) {
-        let (mut dgamma, mut dbeta) = (0.0f32, 0.0f32);
-        for ((dxhat, &x), &dy) in dxhat.iter_mut().zip(x).zip(dy) {
+        let grad = |x: f32, dy: f32| {
             let xhat = (x - mean) * rstd;
             let dz = if silu {
                 let z = xhat * gamma + beta;
@@ -107,6 +117,25 @@ multiversion! {
             } else {
                 dy
             };
+            (xhat, dz)
+        };
+        let (mut acc_gamma, mut acc_beta) = ([0.0f32; LANES], [0.0f32; LANES]);
+        let whole = x.len() / LANES * LANES;
+        for ((dxhat, x), dy) in dxhat[..whole]
+            .chunks_exact_mut(LANES)
+            .zip(x[..whole].chunks_exact(LANES))
+            .zip(dy[..whole].chunks_exact(LANES))
+        {
+            for i in 0..LANES {
+                let (xhat, dz) = grad(x[i], dy[i]);
+                acc_gamma[i] += dz * xhat;
+                acc_beta[i] += dz;
+                dxhat[i] = dz * gamma;
+            }
+        }
+        let (mut dgamma, mut dbeta) = (acc_gamma.iter().sum::<f32>(), acc_beta.iter().sum::<f32>());
+        for ((dxhat, &x), &dy) in dxhat[whole..].iter_mut().zip(&x[whole..]).zip(&dy[whole..]) {
+            let (xhat, dz) = grad(x, dy);
             dgamma += dz * xhat;
             dbeta += dz;
             *dxhat = dz * gamma;
@@ -146,7 +175,7 @@ pub fn backward(
         .enumerate()
         .map(|(i, (dx, (x, dy)))| {
             let g = i % shape.groups;
-            let (mean, rstd) = statistics(x, eps);
+            let (mean, rstd) = statistics(x, per_group, eps);
             let mut sums = vec![[0.0f32; 2]; per_group];
             let (mut sum_d, mut sum_dxhat) = (0f64, 0f64);
             for (c, sums) in sums.iter_mut().enumerate() {

@@ -18,7 +18,11 @@ pub fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let x = if x < -87.0 { -87.0 } else { x };
     let x = if x > 88.0 { 88.0 } else { x };
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    // The integer n sits in the low mantissa bits of `shifted`; reading it from there keeps
+    // the loop vectorised (an `as i32` cast saturates and checks for NaN lane by lane).
+    let n_int = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4;
     let p = p * r + 1.398_199_9e-3;
@@ -27,7 +31,7 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5.000_000_1e-1;
     let e = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits((n_int.wrapping_add(127) as u32) << 23);
     e * scale
 }
 
@@ -35,6 +39,42 @@ pub fn exp(x: f32) -> f32 {
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
+}
+
+/// Independent accumulators per reduction: float addition is not associative, so LLVM keeps a
+/// plain `sum += x` loop scalar; eight partial sums let it use one vector register.
+pub const LANES: usize = 8;
+
+/// Sum of `values`, in [`LANES`] partial sums (vectorised; the order is fixed, so the result is
+/// reproducible).
+#[inline(always)]
+pub fn sum(values: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// Sum of `(v - center)^2` over `values`, in [`LANES`] partial sums.
+#[inline(always)]
+pub fn sum_squared_deviation(values: &[f32], center: f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += (v - center) * (v - center);
+        }
+    }
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| (v - center) * (v - center))
+        .sum();
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Defines `fn $name(args)` that runs `$body` compiled for AVX2+FMA when the CPU has them
