@@ -347,6 +347,23 @@ pub fn forward(s: &ConvShape, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f3
     y
 }
 
+/// The kernel of the transposed convolution: `[C, O, kh, kw]` with both spatial axes reversed.
+fn flip_kernel(s: &ConvShape, weight: &[f32]) -> Vec<f32> {
+    let (kh, kw) = (s.kh, s.kw);
+    let mut flipped = vec![0.0; weight.len()];
+    for o in 0..s.c_out {
+        for c in 0..s.c_in {
+            for i in 0..kh {
+                for j in 0..kw {
+                    flipped[((c * s.c_out + o) * kh + kh - 1 - i) * kw + kw - 1 - j] =
+                        weight[((o * s.c_in + c) * kh + i) * kw + j];
+                }
+            }
+        }
+    }
+    flipped
+}
+
 /// Images per backward task: each task keeps its own weight-gradient sum.
 const IMAGES_PER_TASK: usize = 4;
 
@@ -363,13 +380,29 @@ pub fn backward(
     assert_eq!(weight.len(), o * k);
     assert_eq!(dy.len(), s.batch * o * l);
     let mut dx = vec![0.0; if need_dx { x.len() } else { 0 }];
+    // A same-size stride-1 convolution's input gradient is itself a same-size convolution of
+    // dy with the flipped, transposed kernel. Computed that way its product has the inner
+    // dimension 9 O instead of O (col2im's `W^T dy`), which the micro-kernel runs far better.
+    let transposed = s.same_size().then(|| {
+        let shape = ConvShape {
+            c_in: o,
+            c_out: s.c_in,
+            ..*s
+        };
+        (shape, flip_kernel(s, weight))
+    });
     let tasks = s.batch.div_ceil(IMAGES_PER_TASK);
     let task_images = |t: usize| t * IMAGES_PER_TASK..((t + 1) * IMAGES_PER_TASK).min(s.batch);
     let run_task = |t: usize, mut dx_task: Option<&mut [f32]>| {
         let mut dw = vec![0.0f32; o * k];
         let mut db = vec![0.0f32; o];
         let mut col = vec![0.0; if s.pointwise() { 0 } else { k * l }];
-        let mut dcol = vec![0.0; if s.pointwise() || !need_dx { 0 } else { k * l }];
+        let dcol_len = match &transposed {
+            _ if s.pointwise() || !need_dx => 0,
+            Some((t, _)) => t.k() * l,
+            None => k * l,
+        };
+        let mut dcol = vec![0.0; dcol_len];
         for (j, n) in task_images(t).enumerate() {
             let x_n = &x[n * s.image_len()..(n + 1) * s.image_len()];
             let dy_n = &dy[n * o * l..(n + 1) * o * l];
@@ -402,6 +435,14 @@ pub fn backward(
                     let (dy_t, w) = (Operand::transposed(dy_n, l), Operand::rows(weight, k));
                     if s.pointwise() {
                         matmul(l, k, o, dx_n, true, false, dy_t, w);
+                    } else if let Some((t, flipped)) = &transposed {
+                        // dx_n^T[L, C] = col(dy_n)^T[L, 9 O] flipped^T[9 O, C].
+                        im2col(t, dy_n, &mut dcol);
+                        let (dcol_t, w_t) = (
+                            Operand::transposed(&dcol, l),
+                            Operand::transposed(flipped, t.k()),
+                        );
+                        matmul(l, s.c_in, t.k(), dx_n, true, false, dcol_t, w_t);
                     } else {
                         matmul(l, k, o, &mut dcol, true, false, dy_t, w);
                         col2im(s, &mut dcol, dx_n);
