@@ -9,11 +9,10 @@ use burn::nn::{
     LinearConfig, PaddingConfig2d,
 };
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use ember_config::ModelConfig;
-use ember_ops::{conv2d, group_norm, group_norm_silu, silu};
+use ember_ops::{attention, conv2d, group_norm, group_norm_silu, silu};
 use std::sync::Mutex;
 
 /// Builds a [`UNet`]; one-to-one with the validated `[model]` table of a config.
@@ -417,24 +416,8 @@ impl SelfAttention {
     /// # Shapes
     /// - x: `[batch, c, h, w]` -> `[batch, c, h, w]`
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [b, c, h, w] = x.dims();
-        let (heads, n) = (self.heads, h * w);
-        let d = c / heads;
         let qkv = conv2d(&self.qkv, group_norm(&self.norm, x.clone())); // [b, 3c, h, w]
-        let qkv = qkv.reshape([b, 3, heads, d, n]);
-        let q = qkv
-            .clone()
-            .narrow(1, 0, 1)
-            .reshape([b, heads, d, n])
-            .swap_dims(2, 3); // [b, heads, n, d]
-        let k = qkv.clone().narrow(1, 1, 1).reshape([b, heads, d, n]); // [b, heads, d, n]
-        let v = qkv
-            .narrow(1, 2, 1)
-            .reshape([b, heads, d, n])
-            .swap_dims(2, 3); // [b, heads, n, d]
-        let scores = q.matmul(k).mul_scalar(1.0 / (d as f64).sqrt()); // [b, heads, n, n]
-        let out = softmax(scores, 3).matmul(v); // [b, heads, n, d]
-        let out = out.swap_dims(2, 3).reshape([b, c, h, w]);
+        let out = attention(qkv, self.heads); // [b, c, h, w]
         x + conv2d(&self.proj, out)
     }
 }

@@ -4,7 +4,7 @@
 //! Only the Flex backend is listed: the public functions in `lib.rs` call these ops only on
 //! Flex devices and use Burn's stock ops everywhere else (CUDA included).
 
-use crate::kernels::{conv, norm, silu};
+use crate::kernels::{attention, conv, norm, silu};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -38,6 +38,10 @@ pub trait EmberOps: Backend {
 
     /// `x * sigmoid(x)`.
     fn ember_silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Multi-head self-attention over the pixels: `[B, 3C, H, W]` (the qkv projection) ->
+    /// `[B, C, H, W]`.
+    fn ember_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
 }
 
 /// The tensor's values as a contiguous f32 slice owner.
@@ -80,6 +84,16 @@ fn conv_shape(
         kw,
         stride,
         padding,
+    }
+}
+
+fn attention_shape(qkv: &FlexTensor, heads: usize) -> attention::AttentionShape {
+    let [batch, channels3, h, w] = qkv.shape().dims();
+    attention::AttentionShape {
+        batch,
+        channels: channels3 / 3,
+        pixels: h * w,
+        heads,
     }
 }
 
@@ -131,6 +145,13 @@ impl EmberOps for Flex {
     fn ember_silu(x: FlexTensor) -> FlexTensor {
         let x = contiguous(x);
         tensor(silu::forward(values(&x)), x.shape())
+    }
+
+    fn ember_attention(qkv: FlexTensor, heads: usize) -> FlexTensor {
+        let qkv = contiguous(qkv);
+        let [batch, channels3, h, w] = qkv.shape().dims();
+        let out = attention::forward(&attention_shape(&qkv, heads), values(&qkv));
+        tensor(out, Shape::new([batch, channels3 / 3, h, w]))
     }
 }
 
@@ -323,6 +344,46 @@ impl<C: CheckpointStrategy> EmberOps for Autodiff<Flex, C> {
                 prep.finish(state, Flex::ember_silu(x.into_primitive()))
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::ember_silu(x.into_primitive())),
+        }
+    }
+
+    fn ember_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Attention;
+
+        impl Backward<Flex, 1> for Attention {
+            type State = (NodeId, usize);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let [node_qkv] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (qkv_state, heads) = ops.state;
+                let qkv = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(qkv_state));
+                if let Some(node) = node_qkv {
+                    let shape = attention_shape(&qkv, heads);
+                    let d_qkv = attention::backward(&shape, values(&qkv), values(&grad));
+                    grads.register::<Flex>(node.id, tensor(d_qkv, qkv.shape()));
+                }
+            }
+        }
+
+        match Attention
+            .prepare::<C>([qkv.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&qkv), heads);
+                prep.finish(state, Flex::ember_attention(qkv.into_primitive(), heads))
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::ember_attention(qkv.into_primitive(), heads))
+            }
         }
     }
 }

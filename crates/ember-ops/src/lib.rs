@@ -125,5 +125,34 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
 }
 
+/// Multi-head self-attention over the pixels of a feature map, from the output of its qkv
+/// projection: `[B, 3C, H, W]`, read as `[B, 3, heads, C / heads, H W]`, to `[B, C, H, W]`
+/// (each head's `softmax(Q^T K / sqrt(d)) V`, heads concatenated along the channels).
+pub fn attention(qkv: Tensor<4>, heads: usize) -> Tensor<4> {
+    if runs_fused(&qkv) {
+        Tensor::from_dispatch(<Dispatch as EmberOps>::ember_attention(
+            qkv.into_dispatch(),
+            heads,
+        ))
+    } else {
+        attention_reference(qkv, heads)
+    }
+}
+
+/// [`attention`] from Burn's stock ops.
+pub fn attention_reference(qkv: Tensor<4>, heads: usize) -> Tensor<4> {
+    let [b, c3, h, w] = qkv.dims();
+    let (c, n) = (c3 / 3, h * w);
+    let d = c / heads;
+    let qkv = qkv.reshape([b, 3, heads, d, n]);
+    let part = |i: usize| qkv.clone().narrow(1, i, 1).reshape([b, heads, d, n]);
+    let q = part(0).swap_dims(2, 3); // [b, heads, n, d]
+    let k = part(1); // [b, heads, d, n]
+    let v = part(2).swap_dims(2, 3); // [b, heads, n, d]
+    let scores = q.matmul(k).mul_scalar(1.0 / (d as f64).sqrt()); // [b, heads, n, n]
+    let out = burn::tensor::activation::softmax(scores, 3).matmul(v); // [b, heads, n, d]
+    out.swap_dims(2, 3).reshape([b, c, h, w])
+}
+
 #[cfg(test)]
 mod tests;

@@ -190,3 +190,24 @@ fn inference_tensors_take_the_fused_path_too() {
         1e-5,
     );
 }
+
+#[test]
+fn attention_matches_burn_forward_and_backward() {
+    let device = Device::flex().autodiff();
+    // 12 channels in 3 heads of 4, over a 5x6 map (30 pixels: not a multiple of 8).
+    let qkv = tensor([3, 36, 5, 6], 12, &device).require_grad();
+    assert!(runs_fused(&qkv) || !fused_ops_enabled());
+    let fused = attention(qkv.clone(), 3);
+    let stock = attention_reference(qkv.clone(), 3);
+    assert_eq!(fused.dims(), [3, 12, 5, 6]);
+    assert_close("attention output", fused.clone(), stock.clone(), 1e-5);
+    let r = tensor([3, 12, 5, 6], 13, &device);
+    let g_fused = (fused * r.clone()).sum().backward();
+    let g_stock = (stock * r).sum().backward();
+    assert_close(
+        "attention dqkv",
+        qkv.grad(&g_fused).unwrap(),
+        qkv.grad(&g_stock).unwrap(),
+        1e-4,
+    );
+}

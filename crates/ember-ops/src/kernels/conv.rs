@@ -11,6 +11,7 @@
 //!
 //! A 1x1 convolution with stride 1 and no padding skips im2col: `col(x_n)` is `x_n` itself.
 
+use super::gemm::{Operand, matmul};
 use rayon::prelude::*;
 
 /// Geometry of one convolution.
@@ -228,83 +229,6 @@ fn col2im(s: &ConvShape, col: &mut [f32], dx: &mut [f32]) {
                 }
             }
         }
-    }
-}
-
-/// A row-major (or strided) matrix operand: pointer, row stride, column stride.
-#[derive(Clone, Copy)]
-struct Operand {
-    ptr: *const f32,
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl Operand {
-    fn rows(data: &[f32], row_len: usize) -> Self {
-        Self {
-            ptr: data.as_ptr(),
-            row_stride: row_len,
-            col_stride: 1,
-        }
-    }
-
-    /// The transpose of a row-major matrix with rows of `row_len`.
-    fn transposed(data: &[f32], row_len: usize) -> Self {
-        Self {
-            ptr: data.as_ptr(),
-            row_stride: 1,
-            col_stride: row_len,
-        }
-    }
-}
-
-/// `dst[m, n] (+)= lhs[m, k] rhs[k, n]`, single-threaded (the parallelism is over images).
-/// `dst` is row-major, or column-major (the transpose of a row-major `[n, m]`) when
-/// `dst_columns`.
-///
-/// The products are oriented so that the large operand (an image's patch matrix or output
-/// gradient, `L` pixels long) is a column-major `lhs` whose length `m = L` the micro-kernel
-/// walks directly: gemm then skips packing it (when `L` is a multiple of 8), and packs only
-/// the small weight matrix.
-///
-/// # Safety
-/// `lhs` and `rhs` must address `m x k` and `k x n` elements inside live slices.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_columns: bool,
-    accumulate: bool,
-    lhs: Operand,
-    rhs: Operand,
-) {
-    assert!(dst.len() >= m * n);
-    let (dst_rs, dst_cs) = if dst_columns { (1, m) } else { (n, 1) };
-    // SAFETY: dst holds m x n elements (checked); the caller vouches for lhs and rhs.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            dst_cs as isize,
-            dst_rs as isize,
-            accumulate,
-            lhs.ptr,
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.ptr,
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
     }
 }
 
