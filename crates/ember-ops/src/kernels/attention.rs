@@ -104,7 +104,7 @@ pub fn forward(s: &AttentionShape, qkv: &[f32]) -> Vec<f32> {
     let (n, c, d) = (s.pixels, s.channels, s.head_dim());
     assert_eq!(qkv.len(), s.batch * 3 * c * n);
     assert_eq!(c % s.heads, 0);
-    let mut out = vec![0.0; s.batch * c * n];
+    let mut out = super::zeros(s.batch * c * n);
     out.par_chunks_mut(c * n).enumerate().for_each_init(
         || vec![0.0; n * n],
         |p, (b, out_b)| {
@@ -136,7 +136,7 @@ pub fn backward(s: &AttentionShape, qkv: &[f32], d_out: &[f32]) -> Vec<f32> {
     let (n, c, d) = (s.pixels, s.channels, s.head_dim());
     assert_eq!(qkv.len(), s.batch * 3 * c * n);
     assert_eq!(d_out.len(), s.batch * c * n);
-    let mut d_qkv = vec![0.0; qkv.len()];
+    let mut d_qkv = super::zeros(qkv.len());
     d_qkv.par_chunks_mut(3 * c * n).enumerate().for_each_init(
         || (vec![0.0; n * n], vec![0.0; n * n]),
         |(p, dp), (b, d_qkv_b)| {

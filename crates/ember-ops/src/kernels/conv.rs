@@ -12,6 +12,7 @@
 //! A 1x1 convolution with stride 1 and no padding skips im2col: `col(x_n)` is `x_n` itself.
 
 use super::gemm::{Operand, matmul};
+use super::with_scratch;
 use rayon::prelude::*;
 
 /// Geometry of one convolution.
@@ -61,6 +62,22 @@ impl ConvShape {
     }
 
     /// The range of output columns `ow` whose input column `ow * stride + kj - padding` lies
+    /// inside the image, for any stride.
+    fn strided_columns(&self, kj: usize) -> std::ops::Range<usize> {
+        // ow * stride + kj >= padding  and  ow * stride + kj < w + padding.
+        let lo = self
+            .padding
+            .saturating_sub(kj)
+            .div_ceil(self.stride)
+            .min(self.w_out());
+        let hi = (self.w + self.padding)
+            .saturating_sub(kj)
+            .div_ceil(self.stride)
+            .min(self.w_out());
+        lo..hi.max(lo)
+    }
+
+    /// The range of output columns `ow` whose input column `ow * stride + kj - padding` lies
     /// inside the image (stride 1 only).
     fn valid_columns(&self, kj: usize) -> std::ops::Range<usize> {
         let lo = self.padding.saturating_sub(kj).min(self.w_out());
@@ -96,14 +113,18 @@ fn im2col(s: &ConvShape, x: &[f32], col: &mut [f32]) {
                         out[valid.clone()].copy_from_slice(&line[src..src + valid.len()]);
                         out[valid.end..].fill(0.0);
                     } else {
-                        for (ow, o) in out.iter_mut().enumerate() {
-                            let iw = (ow * s.stride + kj) as isize - s.padding as isize;
-                            *o = if iw >= 0 && iw < s.w as isize {
-                                line[iw as usize]
-                            } else {
-                                0.0
-                            };
+                        // Output columns whose input column lies inside the line, then a
+                        // branch-free strided gather over them.
+                        let valid = s.strided_columns(kj);
+                        out[..valid.start].fill(0.0);
+                        let first = valid.start * s.stride + kj - s.padding;
+                        for (o, &v) in out[valid.clone()]
+                            .iter_mut()
+                            .zip(line[first..].iter().step_by(s.stride))
+                        {
+                            *o = v;
                         }
+                        out[valid.end..].fill(0.0);
                     }
                 }
             }
@@ -238,10 +259,10 @@ pub fn forward(s: &ConvShape, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f3
     assert_eq!(x.len(), s.batch * s.image_len());
     assert_eq!(weight.len(), o * k);
     assert_eq!(bias.len(), o);
-    let mut y = vec![0.0; s.batch * o * l];
-    y.par_chunks_mut(o * l).enumerate().for_each_init(
-        || vec![0.0; if s.pointwise() { 0 } else { k * l }],
-        |col, (n, y_n)| {
+    let mut y = super::zeros(s.batch * o * l);
+    let col_len = if s.pointwise() { 0 } else { k * l };
+    y.par_chunks_mut(o * l).enumerate().for_each(|(n, y_n)| {
+        with_scratch(col_len, 0, |col, _| {
             let x_n = &x[n * s.image_len()..(n + 1) * s.image_len()];
             for (row, &b) in y_n.chunks_exact_mut(l).zip(bias) {
                 row.fill(b);
@@ -266,8 +287,8 @@ pub fn forward(s: &ConvShape, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f3
                     Operand::transposed(weight, k),
                 );
             }
-        },
-    );
+        })
+    });
     y
 }
 
@@ -303,7 +324,7 @@ pub fn backward(
     assert_eq!(x.len(), s.batch * s.image_len());
     assert_eq!(weight.len(), o * k);
     assert_eq!(dy.len(), s.batch * o * l);
-    let mut dx = vec![0.0; if need_dx { x.len() } else { 0 }];
+    let mut dx = super::zeros(if need_dx { x.len() } else { 0 });
     // A same-size stride-1 convolution's input gradient is itself a same-size convolution of
     // dy with the flipped, transposed kernel. Computed that way its product has the inner
     // dimension 9 O instead of O (col2im's `W^T dy`), which the micro-kernel runs far better.
@@ -320,60 +341,61 @@ pub fn backward(
     let run_task = |t: usize, mut dx_task: Option<&mut [f32]>| {
         let mut dw = vec![0.0f32; o * k];
         let mut db = vec![0.0f32; o];
-        let mut col = vec![0.0; if s.pointwise() { 0 } else { k * l }];
+        let col_len = if s.pointwise() { 0 } else { k * l };
         let dcol_len = match &transposed {
             _ if s.pointwise() || !need_dx => 0,
             Some((t, _)) => t.k() * l,
             None => k * l,
         };
-        let mut dcol = vec![0.0; dcol_len];
-        for (j, n) in task_images(t).enumerate() {
-            let x_n = &x[n * s.image_len()..(n + 1) * s.image_len()];
-            let dy_n = &dy[n * o * l..(n + 1) * o * l];
-            for (db, row) in db.iter_mut().zip(dy_n.chunks_exact(l)) {
-                *db += super::simd::sum(row);
-            }
-            let col: &[f32] = if s.pointwise() {
-                x_n
-            } else {
-                im2col(s, x_n, &mut col);
-                &col
-            };
-            // SAFETY: dy_n is [O, L], col [K, L] (read transposed), weight [O, K] (read
-            // transposed): all sized by the asserts above.
-            unsafe {
-                // dW[O, K] += dy_n[O, L] col^T[L, K].
-                matmul(
-                    o,
-                    k,
-                    l,
-                    &mut dw,
-                    false,
-                    true,
-                    Operand::rows(dy_n, l),
-                    Operand::transposed(col, l),
-                );
-                if let Some(dx_task) = dx_task.as_deref_mut() {
-                    let dx_n = &mut dx_task[j * s.image_len()..(j + 1) * s.image_len()];
-                    // dcol^T[L, K] = dy_n^T[L, O] W[O, K]; for 1x1 convolutions dcol is dx_n.
-                    let (dy_t, w) = (Operand::transposed(dy_n, l), Operand::rows(weight, k));
-                    if s.pointwise() {
-                        matmul(l, k, o, dx_n, true, false, dy_t, w);
-                    } else if let Some((t, flipped)) = &transposed {
-                        // dx_n^T[L, C] = col(dy_n)^T[L, 9 O] flipped^T[9 O, C].
-                        im2col(t, dy_n, &mut dcol);
-                        let (dcol_t, w_t) = (
-                            Operand::transposed(&dcol, l),
-                            Operand::transposed(flipped, t.k()),
-                        );
-                        matmul(l, s.c_in, t.k(), dx_n, true, false, dcol_t, w_t);
-                    } else {
-                        matmul(l, k, o, &mut dcol, true, false, dy_t, w);
-                        col2im(s, &mut dcol, dx_n);
+        with_scratch(col_len, dcol_len, |col_buffer, dcol| {
+            for (j, n) in task_images(t).enumerate() {
+                let x_n = &x[n * s.image_len()..(n + 1) * s.image_len()];
+                let dy_n = &dy[n * o * l..(n + 1) * o * l];
+                for (db, row) in db.iter_mut().zip(dy_n.chunks_exact(l)) {
+                    *db += super::simd::sum(row);
+                }
+                let col: &[f32] = if s.pointwise() {
+                    x_n
+                } else {
+                    im2col(s, x_n, col_buffer);
+                    &*col_buffer
+                };
+                // SAFETY: dy_n is [O, L], col [K, L] (read transposed), weight [O, K] (read
+                // transposed): all sized by the asserts above.
+                unsafe {
+                    // dW[O, K] += dy_n[O, L] col^T[L, K].
+                    matmul(
+                        o,
+                        k,
+                        l,
+                        &mut dw,
+                        false,
+                        true,
+                        Operand::rows(dy_n, l),
+                        Operand::transposed(col, l),
+                    );
+                    if let Some(dx_task) = dx_task.as_deref_mut() {
+                        let dx_n = &mut dx_task[j * s.image_len()..(j + 1) * s.image_len()];
+                        // dcol^T[L, K] = dy_n^T[L, O] W[O, K]; for 1x1 convolutions dcol is dx_n.
+                        let (dy_t, w) = (Operand::transposed(dy_n, l), Operand::rows(weight, k));
+                        if s.pointwise() {
+                            matmul(l, k, o, dx_n, true, false, dy_t, w);
+                        } else if let Some((t, flipped)) = &transposed {
+                            // dx_n^T[L, C] = col(dy_n)^T[L, 9 O] flipped^T[9 O, C].
+                            im2col(t, dy_n, dcol);
+                            let (dcol_t, w_t) = (
+                                Operand::transposed(dcol, l),
+                                Operand::transposed(flipped, t.k()),
+                            );
+                            matmul(l, s.c_in, t.k(), dx_n, true, false, dcol_t, w_t);
+                        } else {
+                            matmul(l, k, o, dcol, true, false, dy_t, w);
+                            col2im(s, dcol, dx_n);
+                        }
                     }
                 }
             }
-        }
+        });
         (dw, db)
     };
     let partial: Vec<(Vec<f32>, Vec<f32>)> = if need_dx {

@@ -6,3 +6,46 @@ pub(crate) mod gemm;
 pub mod norm;
 pub mod silu;
 pub(crate) mod simd;
+
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// A zeroed buffer for a kernel's output, zeroed in parallel: `vec![0.0; len]` would zero it
+/// on the calling thread while the pool waits (the allocator keeps freed memory, so large
+/// buffers are not fresh zero pages but need a real memset).
+pub(crate) fn zeros(len: usize) -> Vec<f32> {
+    let mut buffer = Vec::with_capacity(len);
+    buffer
+        .spare_capacity_mut()
+        .par_chunks_mut(1 << 16)
+        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: all `len` elements were initialised just above.
+    unsafe { buffer.set_len(len) };
+    buffer
+}
+
+thread_local! {
+    /// Per-thread scratch for patch matrices, reused across calls instead of allocating and
+    /// zeroing one per task.
+    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` with two scratch buffers of at least `a` and `b` elements (contents unspecified:
+/// callers overwrite what they read). Must not be nested on one thread.
+pub(crate) fn with_scratch<R>(
+    a: usize,
+    b: usize,
+    f: impl FnOnce(&mut [f32], &mut [f32]) -> R,
+) -> R {
+    SCRATCH.with(|cell| {
+        let mut buffers = cell.borrow_mut();
+        let [first, second] = &mut *buffers;
+        if first.len() < a {
+            first.resize(a, 0.0);
+        }
+        if second.len() < b {
+            second.resize(b, 0.0);
+        }
+        f(&mut first[..a], &mut second[..b])
+    })
+}

@@ -76,7 +76,7 @@ pub fn forward(
 ) -> Vec<f32> {
     let len = shape.group_len();
     let per_group = shape.channels / shape.groups;
-    let mut y = vec![0.0; x.len()];
+    let mut y = super::zeros(x.len());
     y.par_chunks_mut(len)
         .zip(x.par_chunks(len))
         .enumerate()
@@ -166,7 +166,7 @@ pub fn backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let len = shape.group_len();
     let per_group = shape.channels / shape.groups;
-    let mut dx = vec![0.0; x.len()];
+    let mut dx = super::zeros(x.len());
     // Per (image, group): that group's channels' (dgamma, dbeta), summed below in a fixed order
     // so the result does not depend on the thread count or timing.
     let partial: Vec<Vec<[f32; 2]>> = dx

@@ -26,7 +26,7 @@ multiversion! {
 
 /// `y = x * sigmoid(x)`.
 pub fn forward(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
+    let mut y = super::zeros(x.len());
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(y, x)| forward_chunk(x, y));
@@ -36,7 +36,7 @@ pub fn forward(x: &[f32]) -> Vec<f32> {
 /// `dx = dy * d/dx (x * sigmoid(x)) = dy * s * (1 + x (1 - s))`, `s = sigmoid(x)`.
 pub fn backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), dy.len());
-    let mut dx = vec![0.0; x.len()];
+    let mut dx = super::zeros(x.len());
     dx.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
         .for_each(|(dx, (x, dy))| backward_chunk(x, dy, dx));

@@ -1,0 +1,102 @@
+//! Times the convolution kernels alone at the default MNIST UNet's layer shapes (batch 128),
+//! printing GFLOP/s per product, to see which shapes the kernels run badly.
+//!
+//! `RAYON_NUM_THREADS=2 cargo run --release -p ember-ops --example conv_bench [repeats]`
+
+use ember_ops::kernels::conv::{self, ConvShape};
+use std::time::Instant;
+
+fn values(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let repeats: usize = std::env::args()
+        .nth(1)
+        .map_or(5, |s| s.parse().expect("repeats"));
+    let base = ConvShape {
+        batch: 128,
+        c_in: 16,
+        h: 28,
+        w: 28,
+        c_out: 16,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        padding: 1,
+    };
+    let shapes = [
+        ("3x3 16->16 @28", base),
+        (
+            "3x3 32->32 @14",
+            ConvShape {
+                c_in: 32,
+                c_out: 32,
+                h: 14,
+                w: 14,
+                ..base
+            },
+        ),
+        (
+            "3x3 32->32 @7",
+            ConvShape {
+                c_in: 32,
+                c_out: 32,
+                h: 7,
+                w: 7,
+                ..base
+            },
+        ),
+        ("3x3 16->16 /2 @28", ConvShape { stride: 2, ..base }),
+        (
+            "1x1 32->96 @7",
+            ConvShape {
+                c_in: 32,
+                c_out: 96,
+                h: 7,
+                w: 7,
+                kh: 1,
+                kw: 1,
+                padding: 0,
+                ..base
+            },
+        ),
+    ];
+    println!("| layer | forward ms | GFLOP/s | backward ms | GFLOP/s |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, s) in shapes {
+        let x = values(s.batch * s.c_in * s.h * s.w);
+        let w = values(s.c_out * s.c_in * s.kh * s.kw);
+        let b = values(s.c_out);
+        let dy = values(s.batch * s.c_out * s.h_out() * s.w_out());
+        let macs = (s.batch * s.c_out * s.c_in * s.kh * s.kw * s.h_out() * s.w_out()) as f64;
+        let mut forward = Vec::new();
+        let mut backward = Vec::new();
+        for _ in 0..repeats + 1 {
+            let start = Instant::now();
+            std::hint::black_box(conv::forward(&s, &x, &w, &b));
+            forward.push(start.elapsed().as_secs_f64());
+            let start = Instant::now();
+            std::hint::black_box(conv::backward(&s, &x, &w, &dy, true));
+            backward.push(start.elapsed().as_secs_f64());
+        }
+        let (f, bw) = (
+            median(forward[1..].to_vec()),
+            median(backward[1..].to_vec()),
+        );
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            f * 1e3,
+            2.0 * macs / f / 1e9,
+            bw * 1e3,
+            4.0 * macs / bw / 1e9
+        );
+    }
+}
