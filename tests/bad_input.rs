@@ -38,7 +38,7 @@ fn train_args(dir: &Path, config: &Path) -> Vec<String> {
 /// The smoke config on `data_root` with `edits` (dotted key, TOML value; `None` removes),
 /// written as `dir/cfg.toml`.
 fn config_with(dir: &Path, data_root: &Path, edits: &[(&str, Option<Value>)]) -> PathBuf {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml");
+    let shipped = manifest_dir().join("../../configs/smoke.toml");
     let mut config = ExperimentConfig::load(&shipped).unwrap();
     config.data.root = data_root.to_path_buf();
     let mut value = Value::try_from(&config).unwrap();

@@ -422,7 +422,7 @@ fn classifier_guidance_with_a_noise_aware_classifier_from_the_cli() {
 
 /// The smoke config with another data source: `format`, its folder, classes, channels, size.
 fn format_config(dir: &Path, name: &str, edit: impl FnOnce(&mut ExperimentConfig)) -> PathBuf {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml");
+    let shipped = manifest_dir().join("../../configs/smoke.toml");
     let mut config = ExperimentConfig::load(&shipped).unwrap();
     config.train.steps = 2;
     config.sample.per_class = 1;
@@ -712,7 +712,7 @@ fn classifier_and_eval_write_every_output_and_a_rerun_skips_finished_scales() {
 fn python_with_tensorboard() -> PathBuf {
     let python = std::env::var_os("EMBER_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
+        .unwrap_or_else(|| manifest_dir().join("../../.venv/bin/python"));
     assert!(
         python.is_file(),
         "{} is missing: run scripts/setup-python.sh (the README's set-up does) to install TensorBoard for this test",
@@ -774,7 +774,7 @@ fn tensorboard_reads_the_events_grids_and_history_of_a_resumed_run() {
     // TensorBoard's own reader: scalar tags, steps and values against metrics.csv, every
     // grid decoded at the size of its PNG file, the config text.
     let check = Command::new(python_with_tensorboard())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/check_tensorboard.py"))
+        .arg(manifest_dir().join("../../scripts/check_tensorboard.py"))
         .arg(&run)
         .output()
         .unwrap();

@@ -7,10 +7,19 @@ use ember_model::rng::Rng;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The `ember` crate's directory, as cargo reports it when the tests run. The compile-time
+/// `env!("CARGO_MANIFEST_DIR")` can name another clone: cargo reuses a test binary built
+/// from a clone elsewhere that shares the target directory (CI's clones do).
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn ember(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ember"))
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(manifest_dir())
         .output()
         .expect("ember runs")
 }
@@ -62,7 +71,7 @@ pub fn write_fixture(dir: &Path) {
 
 /// The shipped smoke config, pointed at a fixture folder.
 pub fn smoke_config(dir: &Path, data_root: &Path) -> PathBuf {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml");
+    let shipped = manifest_dir().join("../../configs/smoke.toml");
     let mut config = ExperimentConfig::load(&shipped).unwrap();
     config.data.root = data_root.to_path_buf();
     let path = dir.join("smoke.toml");
