@@ -1,5 +1,5 @@
-//! Fused CPU operations for Ember's UNet: convolution, GroupNorm (+ SiLU) and SiLU, each with
-//! a hand-written backward pass, running on the Flex backend through Burn's backend-extension
+//! Fused CPU operations for Ember's UNet: convolution, GroupNorm (+ SiLU), SiLU and multi-head
+//! self-attention, each with a hand-written backward pass, running on the Flex backend through Burn's backend-extension
 //! API (`extension.rs`) and falling back to Burn's stock ops on every other backend.
 //!
 //! The functions take Burn's own modules (`Conv2d`, `GroupNorm`), so parameters, checkpoints
