@@ -83,7 +83,7 @@ fn fused_group_norm<const D: usize>(
     let channels = x.dims()[1];
     if !norm.affine
         || channels != norm.num_channels
-        || channels % norm.num_groups != 0
+        || !channels.is_multiple_of(norm.num_groups)
         || !runs_fused(&x)
     {
         return None;
