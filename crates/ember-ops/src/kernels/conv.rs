@@ -561,4 +561,23 @@ mod tests {
             assert_eq!((dw2, db2), (dw, db));
         }
     }
+
+    /// Exact resume across machines needs results that do not depend on the thread count:
+    /// gradients are summed per fixed task in task order.
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let s = shapes()[0];
+        let x = values(s.batch * s.image_len(), 10);
+        let w = values(s.c_out * s.k(), 11);
+        let b = values(s.c_out, 12);
+        let dy = values(s.batch * s.c_out * s.l(), 13);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| (forward(&s, &x, &w, &b), backward(&s, &x, &w, &dy, true)))
+        };
+        assert_eq!(run(1), run(3));
+    }
 }
