@@ -201,11 +201,16 @@ impl<C: CheckpointStrategy> EmberOps for Autodiff<Flex, C> {
             }
         }
 
-        match Conv
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
+        let nodes = [x.node(), weight.node(), bias.node()];
+        let forward = |x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>| {
+            let (x, weight, bias) = (
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+            );
+            Flex::ember_conv2d(x, weight, bias, stride, padding)
+        };
+        match Conv.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
                 let state = (
                     prep.checkpoint(&x),
@@ -213,22 +218,9 @@ impl<C: CheckpointStrategy> EmberOps for Autodiff<Flex, C> {
                     stride,
                     padding,
                 );
-                let y = Flex::ember_conv2d(
-                    x.into_primitive(),
-                    weight.into_primitive(),
-                    bias.into_primitive(),
-                    stride,
-                    padding,
-                );
-                prep.finish(state, y)
+                prep.finish(state, forward(x, weight, bias))
             }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::ember_conv2d(
-                x.into_primitive(),
-                weight.into_primitive(),
-                bias.into_primitive(),
-                stride,
-                padding,
-            )),
+            OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, bias)),
         }
     }
 
@@ -280,38 +272,29 @@ impl<C: CheckpointStrategy> EmberOps for Autodiff<Flex, C> {
             }
         }
 
-        match GroupNorm
-            .prepare::<C>([x.node(), gamma.node(), beta.node()])
-            .compute_bound()
-            .stateful()
-        {
+        let nodes = [x.node(), gamma.node(), beta.node()];
+        let forward = |x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>| {
+            let (x, gamma, beta) = (
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+            );
+            Flex::ember_group_norm(x, gamma, beta, groups, epsilon, silu)
+        };
+        match GroupNorm.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
+                let (x_id, gamma_id) = (prep.checkpoint(&x), prep.checkpoint(&gamma));
                 let state = (
-                    prep.checkpoint(&x),
-                    prep.checkpoint(&gamma),
+                    x_id,
+                    gamma_id,
                     prep.checkpoint(&beta),
                     groups,
                     epsilon,
                     silu,
                 );
-                let y = Flex::ember_group_norm(
-                    x.into_primitive(),
-                    gamma.into_primitive(),
-                    beta.into_primitive(),
-                    groups,
-                    epsilon,
-                    silu,
-                );
-                prep.finish(state, y)
+                prep.finish(state, forward(x, gamma, beta))
             }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::ember_group_norm(
-                x.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                groups,
-                epsilon,
-                silu,
-            )),
+            OpsKind::UnTracked(prep) => prep.finish(forward(x, gamma, beta)),
         }
     }
 

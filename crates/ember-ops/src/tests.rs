@@ -7,15 +7,11 @@ use burn::nn::GroupNormConfig;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::TensorData;
 
+/// Seeded values in [-2, 2).
 fn values(len: usize, seed: u32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state as f32 / u32::MAX as f32) * 4.0 - 2.0
-        })
+    crate::kernels::test_values(len, seed)
+        .into_iter()
+        .map(|v| 2.0 * v)
         .collect()
 }
 

@@ -49,3 +49,17 @@ pub(crate) fn with_scratch<R>(
         f(&mut first[..a], &mut second[..b])
     })
 }
+
+/// Seeded values in [-1, 1) (xorshift) for the kernels' tests.
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
