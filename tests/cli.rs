@@ -151,11 +151,7 @@ fn gzipped_idx_files_train_like_raw_ones() {
 
 #[test]
 fn every_sampler_runs_from_the_cli_with_every_guidance_option() {
-    let dir = workdir("samplers");
-    let config = smoke_config_on_fixture(&dir);
-    let run = dir.join("run");
-    let out = train(&config, &run);
-    assert!(out.status.success(), "{}", text(&out));
+    let (dir, _, run) = trained_smoke_run("samplers");
     let guidance: [&[&str]; 5] = [
         &[],
         &["--negative-class", "1"],
@@ -217,11 +213,7 @@ fn every_sampler_runs_from_the_cli_with_every_guidance_option() {
 #[test]
 fn img2img_and_inpainting_from_the_cli_keep_the_unmasked_pixels() {
     use ember_sample::grid::{GridImage, write_png};
-    let dir = workdir("inpaint");
-    let config = smoke_config_on_fixture(&dir);
-    let run = dir.join("run");
-    let out = train(&config, &run);
-    assert!(out.status.success(), "{}", text(&out));
+    let (dir, _, run) = trained_smoke_run("inpaint");
     // A 28x28 source (a bright square) and a mask regenerating its right half.
     let source = GridImage {
         width: 28,
@@ -332,11 +324,7 @@ fn v_and_x0_objectives_with_zero_terminal_snr_and_min_snr_weighting_train_and_sa
 
 #[test]
 fn classifier_guidance_with_a_noise_aware_classifier_from_the_cli() {
-    let dir = workdir("classifier-guidance");
-    let config = smoke_config_on_fixture(&dir);
-    let run = dir.join("run");
-    let out = train(&config, &run);
-    assert!(out.status.success(), "{}", text(&out));
+    let (dir, config, run) = trained_smoke_run("classifier-guidance");
     let cfg = config.to_str().unwrap();
     let out = ember(&[
         "classifier",
@@ -567,11 +555,7 @@ fn eval_sweep(run: &Path, out: &Path, guidance: &str, extra: &[&str]) -> Output 
 #[test]
 fn classifier_and_eval_write_every_output_and_a_rerun_skips_finished_scales() {
     use ember_eval::eval::{EvalFile, to_json};
-    let dir = workdir("eval");
-    let config = smoke_config_on_fixture(&dir);
-    let run = dir.join("run");
-    let out = train(&config, &run);
-    assert!(out.status.success(), "{}", text(&out));
+    let (dir, config, run) = trained_smoke_run("eval");
     let evals = dir.join("eval");
 
     // Without a classifier, eval says which command makes one.

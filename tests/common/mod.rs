@@ -87,6 +87,17 @@ pub fn smoke_config_on_fixture(dir: &Path) -> PathBuf {
     smoke_config(dir, &data)
 }
 
+/// A work directory `name` with the fixture, the smoke config on it, and a run trained from it
+/// (asserted to succeed): `(dir, config, run)`.
+pub fn trained_smoke_run(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = workdir(name);
+    let config = smoke_config_on_fixture(&dir);
+    let run = dir.join("run");
+    let out = train(&config, &run);
+    assert!(out.status.success(), "{}", text(&out));
+    (dir, config, run)
+}
+
 /// `n` seeded CIFAR-10 records (32x32 RGB, labels cycling through `classes`) as one batch file.
 pub fn cifar_batch(n: usize, classes: u8, seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(seed);
