@@ -62,6 +62,18 @@ fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
+/// A backward pass's view of an input its op checkpointed, contiguous.
+fn retrieve(checkpointer: &mut Checkpointer, id: NodeId) -> FlexTensor {
+    contiguous(checkpointer.retrieve_node_output::<FlexTensor>(id))
+}
+
+/// Registers `values` (of `shape`) as the gradient of `parent`, when that input tracks one.
+fn register(grads: &mut Gradients, parent: Option<NodeId>, values: Vec<f32>, shape: Shape) {
+    if let Some(id) = parent {
+        grads.register::<Flex>(id, tensor(values, shape));
+    }
+}
+
 fn conv_shape(
     x: &FlexTensor,
     weight: &FlexTensor,
@@ -175,12 +187,12 @@ impl<C: CheckpointStrategy> EmberOps for Autodiff<Flex, C> {
                 grads: &mut Gradients,
                 checkpointer: &mut Checkpointer,
             ) {
-                let [node_x, node_weight, node_bias] = ops.parents;
+                let [node_x, node_weight, node_bias] =
+                    ops.parents.map(|parent| parent.map(|node| node.id));
                 let grad = contiguous(grads.consume::<Flex>(&ops.node));
                 let (x_state, weight_state, stride, padding) = ops.state;
-                let x = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(x_state));
-                let weight =
-                    contiguous(checkpointer.retrieve_node_output::<FlexTensor>(weight_state));
+                let x = retrieve(checkpointer, x_state);
+                let weight = retrieve(checkpointer, weight_state);
                 let s = conv_shape(&x, &weight, stride, padding);
                 let (dx, dw, db) = conv::backward(
                     &s,
@@ -189,15 +201,9 @@ impl<C: CheckpointStrategy> EmberOps for Autodiff<Flex, C> {
                     values(&grad),
                     node_x.is_some(),
                 );
-                if let Some(node) = node_x {
-                    grads.register::<Flex>(node.id, tensor(dx, x.shape()));
-                }
-                if let Some(node) = node_weight {
-                    grads.register::<Flex>(node.id, tensor(dw, weight.shape()));
-                }
-                if let Some(node) = node_bias {
-                    grads.register::<Flex>(node.id, tensor(db, Shape::new([s.c_out])));
-                }
+                register(grads, node_x, dx, x.shape());
+                register(grads, node_weight, dw, weight.shape());
+                register(grads, node_bias, db, Shape::new([s.c_out]));
             }
         }
 
@@ -244,13 +250,13 @@ impl<C: CheckpointStrategy> EmberOps for Autodiff<Flex, C> {
                 grads: &mut Gradients,
                 checkpointer: &mut Checkpointer,
             ) {
-                let [node_x, node_gamma, node_beta] = ops.parents;
+                let [node_x, node_gamma, node_beta] =
+                    ops.parents.map(|parent| parent.map(|node| node.id));
                 let grad = contiguous(grads.consume::<Flex>(&ops.node));
                 let (x_state, gamma_state, beta_state, groups, epsilon, silu) = ops.state;
-                let x = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(x_state));
-                let gamma =
-                    contiguous(checkpointer.retrieve_node_output::<FlexTensor>(gamma_state));
-                let beta = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(beta_state));
+                let x = retrieve(checkpointer, x_state);
+                let gamma = retrieve(checkpointer, gamma_state);
+                let beta = retrieve(checkpointer, beta_state);
                 let (dx, dgamma, dbeta) = norm::backward(
                     values(&x),
                     values(&gamma),
@@ -260,15 +266,9 @@ impl<C: CheckpointStrategy> EmberOps for Autodiff<Flex, C> {
                     epsilon,
                     silu,
                 );
-                if let Some(node) = node_x {
-                    grads.register::<Flex>(node.id, tensor(dx, x.shape()));
-                }
-                if let Some(node) = node_gamma {
-                    grads.register::<Flex>(node.id, tensor(dgamma, gamma.shape()));
-                }
-                if let Some(node) = node_beta {
-                    grads.register::<Flex>(node.id, tensor(dbeta, beta.shape()));
-                }
+                register(grads, node_x, dx, x.shape());
+                register(grads, node_gamma, dgamma, gamma.shape());
+                register(grads, node_beta, dbeta, beta.shape());
             }
         }
 
@@ -311,12 +311,12 @@ impl<C: CheckpointStrategy> EmberOps for Autodiff<Flex, C> {
                 grads: &mut Gradients,
                 checkpointer: &mut Checkpointer,
             ) {
-                let [node_x] = ops.parents;
+                let [node_x] = ops.parents.map(|parent| parent.map(|node| node.id));
                 let grad = contiguous(grads.consume::<Flex>(&ops.node));
-                let x = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(ops.state));
-                if let Some(node) = node_x {
+                let x = retrieve(checkpointer, ops.state);
+                if node_x.is_some() {
                     let dx = silu::backward(values(&x), values(&grad));
-                    grads.register::<Flex>(node.id, tensor(dx, x.shape()));
+                    register(grads, node_x, dx, x.shape());
                 }
             }
         }
@@ -343,14 +343,14 @@ impl<C: CheckpointStrategy> EmberOps for Autodiff<Flex, C> {
                 grads: &mut Gradients,
                 checkpointer: &mut Checkpointer,
             ) {
-                let [node_qkv] = ops.parents;
+                let [node_qkv] = ops.parents.map(|parent| parent.map(|node| node.id));
                 let grad = contiguous(grads.consume::<Flex>(&ops.node));
                 let (qkv_state, heads) = ops.state;
-                let qkv = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(qkv_state));
-                if let Some(node) = node_qkv {
+                let qkv = retrieve(checkpointer, qkv_state);
+                if node_qkv.is_some() {
                     let shape = attention_shape(&qkv, heads);
                     let d_qkv = attention::backward(&shape, values(&qkv), values(&grad));
-                    grads.register::<Flex>(node.id, tensor(d_qkv, qkv.shape()));
+                    register(grads, node_qkv, d_qkv, qkv.shape());
                 }
             }
         }

@@ -14,6 +14,7 @@ pub mod kernels;
 pub use extension::EmberOps;
 
 use burn::backend::{Dispatch, DispatchDevice};
+use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::prelude::*;
@@ -72,46 +73,48 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
+/// The layer's gamma and beta when the fused GroupNorm can take the layer and `x`.
+fn fusable_norm<'a, const D: usize>(
+    norm: &'a GroupNorm,
+    x: &Tensor<D>,
+) -> Option<(&'a Param<Tensor<1>>, &'a Param<Tensor<1>>)> {
+    let channels = x.dims()[1];
+    let layer_fits =
+        norm.affine && channels == norm.num_channels && channels.is_multiple_of(norm.num_groups);
+    match (&norm.gamma, &norm.beta) {
+        (Some(gamma), Some(beta)) if layer_fits && runs_fused(x) => Some((gamma, beta)),
+        _ => None,
+    }
+}
+
 fn fused_group_norm<const D: usize>(
     norm: &GroupNorm,
     x: Tensor<D>,
+    (gamma, beta): (&Param<Tensor<1>>, &Param<Tensor<1>>),
     silu: bool,
-) -> Option<Tensor<D>> {
-    let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) else {
-        return None;
-    };
-    let channels = x.dims()[1];
-    if !norm.affine
-        || channels != norm.num_channels
-        || !channels.is_multiple_of(norm.num_groups)
-        || !runs_fused(&x)
-    {
-        return None;
-    }
-    Some(Tensor::from_dispatch(
-        <Dispatch as EmberOps>::ember_group_norm(
-            x.into_dispatch(),
-            gamma.val().into_dispatch(),
-            beta.val().into_dispatch(),
-            norm.num_groups,
-            norm.epsilon,
-            silu,
-        ),
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as EmberOps>::ember_group_norm(
+        x.into_dispatch(),
+        gamma.val().into_dispatch(),
+        beta.val().into_dispatch(),
+        norm.num_groups,
+        norm.epsilon,
+        silu,
     ))
 }
 
 /// `norm.forward(x)`.
 pub fn group_norm<const D: usize>(norm: &GroupNorm, x: Tensor<D>) -> Tensor<D> {
-    match fused_group_norm(norm, x.clone(), false) {
-        Some(y) => y,
+    match fusable_norm(norm, &x) {
+        Some(params) => fused_group_norm(norm, x, params, false),
         None => norm.forward(x),
     }
 }
 
 /// `silu(norm.forward(x))` in one pass.
 pub fn group_norm_silu<const D: usize>(norm: &GroupNorm, x: Tensor<D>) -> Tensor<D> {
-    match fused_group_norm(norm, x.clone(), true) {
-        Some(y) => y,
+    match fusable_norm(norm, &x) {
+        Some(params) => fused_group_norm(norm, x, params, true),
         None => burn::tensor::activation::silu(norm.forward(x)),
     }
 }

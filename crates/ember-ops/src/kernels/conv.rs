@@ -76,13 +76,39 @@ impl ConvShape {
             .min(self.w_out());
         lo..hi.max(lo)
     }
+}
 
-    /// The range of output columns `ow` whose input column `ow * stride + kj - padding` lies
-    /// inside the image (stride 1 only).
-    fn valid_columns(&self, kj: usize) -> std::ops::Range<usize> {
-        let lo = self.padding.saturating_sub(kj).min(self.w_out());
-        let hi = (self.w + self.padding).saturating_sub(kj).min(self.w_out());
-        lo..hi.max(lo)
+/// Where one line of the patch matrix reads from: its output columns `valid` take input
+/// columns `first, first + stride, ...` of the input line starting at `line` (an offset in the
+/// image); the other columns read padding.
+struct Segment {
+    line: usize,
+    valid: std::ops::Range<usize>,
+    first: usize,
+}
+
+/// Calls `f(offset, segment)` for every output-row-long line of the `[K, L]` patch matrix, in
+/// order (`offset` into the matrix; `segment` None when the whole line reads padding). im2col
+/// and its adjoint col2im are both this walk, one copying and one adding.
+fn for_each_patch_line(s: &ConvShape, mut f: impl FnMut(usize, Option<Segment>)) {
+    let mut offset = 0;
+    for c in 0..s.c_in {
+        for ki in 0..s.kh {
+            for kj in 0..s.kw {
+                let valid = s.strided_columns(kj);
+                for oh in 0..s.h_out() {
+                    let ih = (oh * s.stride + ki) as isize - s.padding as isize;
+                    let inside = ih >= 0 && ih < s.h as isize && !valid.is_empty();
+                    let segment = inside.then(|| Segment {
+                        line: (c * s.h + ih as usize) * s.w,
+                        valid: valid.clone(),
+                        first: valid.start * s.stride + kj - s.padding,
+                    });
+                    f(offset, segment);
+                    offset += s.w_out();
+                }
+            }
+        }
     }
 }
 
@@ -91,45 +117,23 @@ fn im2col(s: &ConvShape, x: &[f32], col: &mut [f32]) {
     if s.same_size() {
         return im2col_same(s, x, col);
     }
-    let (l, wo) = (s.l(), s.w_out());
-    let mut rows = col.chunks_exact_mut(l);
-    for c in 0..s.c_in {
-        let plane = &x[c * s.h * s.w..(c + 1) * s.h * s.w];
-        for ki in 0..s.kh {
-            for kj in 0..s.kw {
-                let row = rows.next().expect("K rows");
-                for (oh, out) in row.chunks_exact_mut(wo).enumerate() {
-                    let ih = (oh * s.stride + ki) as isize - s.padding as isize;
-                    if ih < 0 || ih >= s.h as isize {
-                        out.fill(0.0);
-                        continue;
-                    }
-                    let line = &plane[ih as usize * s.w..(ih as usize + 1) * s.w];
-                    if s.stride == 1 {
-                        let valid = s.valid_columns(kj);
-                        let shift = kj as isize - s.padding as isize;
-                        out[..valid.start].fill(0.0);
-                        let src = (valid.start as isize + shift) as usize;
-                        out[valid.clone()].copy_from_slice(&line[src..src + valid.len()]);
-                        out[valid.end..].fill(0.0);
-                    } else {
-                        // Output columns whose input column lies inside the line, then a
-                        // branch-free strided gather over them.
-                        let valid = s.strided_columns(kj);
-                        out[..valid.start].fill(0.0);
-                        let first = valid.start * s.stride + kj - s.padding;
-                        for (o, &v) in out[valid.clone()]
-                            .iter_mut()
-                            .zip(line[first..].iter().step_by(s.stride))
-                        {
-                            *o = v;
-                        }
-                        out[valid.end..].fill(0.0);
-                    }
-                }
-            }
+    let wo = s.w_out();
+    for_each_patch_line(s, |at, segment| {
+        let out = &mut col[at..at + wo];
+        let Some(segment) = segment else {
+            out.fill(0.0);
+            return;
+        };
+        let line = &x[segment.line..segment.line + s.w];
+        out[..segment.valid.start].fill(0.0);
+        for (o, &v) in out[segment.valid.clone()]
+            .iter_mut()
+            .zip(line[segment.first..].iter().step_by(s.stride))
+        {
+            *o = v;
         }
-    }
+        out[segment.valid.end..].fill(0.0);
+    });
 }
 
 /// The patch matrix of a stride-1 convolution whose output has the input's size (3x3 with
@@ -218,39 +222,19 @@ fn col2im(s: &ConvShape, col: &mut [f32], dx: &mut [f32]) {
     if s.same_size() {
         return col2im_same(s, col, dx);
     }
-    let (l, wo) = (s.l(), s.w_out());
-    let mut rows = col.chunks_exact(l);
-    for c in 0..s.c_in {
-        let plane = &mut dx[c * s.h * s.w..(c + 1) * s.h * s.w];
-        for ki in 0..s.kh {
-            for kj in 0..s.kw {
-                let row = rows.next().expect("K rows");
-                for (oh, src) in row.chunks_exact(wo).enumerate() {
-                    let ih = (oh * s.stride + ki) as isize - s.padding as isize;
-                    if ih < 0 || ih >= s.h as isize {
-                        continue;
-                    }
-                    let line = &mut plane[ih as usize * s.w..(ih as usize + 1) * s.w];
-                    if s.stride == 1 {
-                        let valid = s.valid_columns(kj);
-                        let start =
-                            (valid.start as isize + kj as isize - s.padding as isize) as usize;
-                        for (d, &g) in line[start..start + valid.len()].iter_mut().zip(&src[valid])
-                        {
-                            *d += g;
-                        }
-                    } else {
-                        for (ow, &g) in src.iter().enumerate() {
-                            let iw = (ow * s.stride + kj) as isize - s.padding as isize;
-                            if iw >= 0 && iw < s.w as isize {
-                                line[iw as usize] += g;
-                            }
-                        }
-                    }
-                }
+    for_each_patch_line(s, |at, segment| {
+        if let Some(segment) = segment {
+            let grads = &col[at + segment.valid.start..at + segment.valid.end];
+            let line = &mut dx[segment.line..segment.line + s.w];
+            for (d, &g) in line[segment.first..]
+                .iter_mut()
+                .step_by(s.stride)
+                .zip(grads)
+            {
+                *d += g;
             }
         }
-    }
+    });
 }
 
 /// `y = conv(x, weight) + bias`, shapes `[N, C, H, W]`, `[O, C, kh, kw]`, `[O]` -> `[N, O, Ho, Wo]`.
@@ -328,7 +312,7 @@ pub fn backward(
     // A same-size stride-1 convolution's input gradient is itself a same-size convolution of
     // dy with the flipped, transposed kernel. Computed that way its product has the inner
     // dimension 9 O instead of O (col2im's `W^T dy`), which the micro-kernel runs far better.
-    let transposed = s.same_size().then(|| {
+    let transposed = (need_dx && s.same_size()).then(|| {
         let shape = ConvShape {
             c_in: o,
             c_out: s.c_in,
