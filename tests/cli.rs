@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use ember_config::ExperimentConfig;
-use ember_sample::grid::{GRID_PADDING, read_png};
+use ember_io::read_png;
+use ember_sample::grid::GRID_PADDING;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -212,7 +213,7 @@ fn every_sampler_runs_from_the_cli_with_every_guidance_option() {
 
 #[test]
 fn img2img_and_inpainting_from_the_cli_keep_the_unmasked_pixels() {
-    use ember_sample::grid::{GridImage, write_png};
+    use ember_io::{GridImage, write_png};
     let (dir, _, run) = trained_smoke_run("inpaint");
     // A 28x28 source (a bright square) and a mask regenerating its right half.
     let source = GridImage {

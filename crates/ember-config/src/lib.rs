@@ -277,6 +277,12 @@ pub struct TrainConfig {
     /// Peak AdamW learning rate, reached linearly over `warmup_steps`.
     pub learning_rate: f64,
     pub warmup_steps: usize,
+    /// After the warm-up: "constant", or "cosine" (half a cosine from `learning_rate` down to
+    /// `final_learning_rate` at step `train.steps`; a resume that changes `train.steps`
+    /// stretches the rest of the decay).
+    pub lr_schedule: LrSchedule,
+    /// Where the cosine schedule ends; ignored by "constant".
+    pub final_learning_rate: f64,
     pub weight_decay: f64,
     /// Global gradient-norm clip (as torch's `clip_grad_norm_`); 0 disables it.
     pub grad_clip_norm: f64,
@@ -291,12 +297,26 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Keep the newest this many checkpoints; older ones are deleted (0 = keep all).
     pub keep_checkpoints: usize,
+    /// Also keep every checkpoint whose step is a multiple of this, however old (0 = none):
+    /// the checkpoints a time-to-quality curve (`ember eval --checkpoints all`) evaluates.
+    pub keep_every: usize,
     /// What a non-finite (NaN or infinite) loss does: stop the run, or skip that batch.
     pub on_nonfinite_loss: NonFiniteLoss,
     /// Min-SNR-gamma loss weighting (Hang et al. 2023): each sample's loss is weighted so that
     /// low-noise timesteps (SNR above gamma) count as if their SNR were gamma; 0 = off (the
     /// plain mean squared error). The paper uses 5.
     pub min_snr_gamma: f64,
+}
+
+/// The learning rate after the warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// `learning_rate` until the end.
+    Constant,
+    /// Half a cosine from `learning_rate` to `final_learning_rate` at the last step
+    /// (Loshchilov & Hutter 2017, without restarts).
+    Cosine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,6 +336,8 @@ impl Default for TrainConfig {
             batch_size: 64,
             learning_rate: 1e-3,
             warmup_steps: 100,
+            lr_schedule: LrSchedule::Constant,
+            final_learning_rate: 0.0,
             weight_decay: 0.0,
             grad_clip_norm: 1.0,
             ema_decay: 0.999,
@@ -323,6 +345,7 @@ impl Default for TrainConfig {
             log_every: 50,
             checkpoint_every: 500,
             keep_checkpoints: 3,
+            keep_every: 0,
             on_nonfinite_loss: NonFiniteLoss::Stop,
             min_snr_gamma: 0.0,
         }
@@ -706,6 +729,15 @@ impl ExperimentConfig {
                 format!("expected a positive number, got {}", t.learning_rate),
             ));
         }
+        if !(t.final_learning_rate >= 0.0 && t.final_learning_rate <= t.learning_rate) {
+            return Err(bad(
+                "train.final_learning_rate",
+                format!(
+                    "expected 0 <= final_learning_rate <= learning_rate ({}), got {}",
+                    t.learning_rate, t.final_learning_rate
+                ),
+            ));
+        }
         if !(0.0..=1.0).contains(&t.p_uncond) {
             return Err(bad(
                 "train.p_uncond",
@@ -835,6 +867,7 @@ pub const RESUMABLE_KEYS: &[&str] = &[
     "train.log_every",
     "train.checkpoint_every",
     "train.keep_checkpoints",
+    "train.keep_every",
     "train.on_nonfinite_loss",
     "train.device",
     "data.root",

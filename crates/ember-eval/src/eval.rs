@@ -26,11 +26,12 @@ use crate::{FeatureExtractor, extract_features, to_feature_set};
 use burn::prelude::*;
 use ember_config::{SamplerKind, TimestepSpacing};
 use ember_data::ImageDataset;
+use ember_io::{GridImage, write_atomic, write_png};
 use ember_model::rng::{Rng, Stream, derive_seed};
 use ember_model::{NoiseSchedule, UNet};
 use ember_monitor::plot::{Panel, Series, write_panels};
 use ember_monitor::tensorboard::{EventLog, event_files};
-use ember_sample::grid::{GridImage, make_grid, write_atomic, write_png};
+use ember_sample::grid::make_grid;
 use ember_sample::{GuidanceOptions, NoiseSource, SamplerOptions, samplers, with_guidance};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -61,7 +62,7 @@ pub enum EvalError {
     #[error(transparent)]
     Monitor(#[from] ember_monitor::MonitorError),
     #[error(transparent)]
-    Grid(#[from] ember_sample::grid::GridError),
+    Grid(#[from] ember_io::ImageError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
@@ -718,7 +719,7 @@ pub fn write_tensorboard(file: &EvalFile, out_dir: &Path) -> Result<(), EvalErro
             log.scalar("eval/fid", step, fid);
         }
         let grid = out_dir.join(grid_file_name(row.scale));
-        if let Ok(image) = ember_sample::grid::read_png(&grid) {
+        if let Ok(image) = ember_io::read_png(&grid) {
             log.image("eval/grid", step, &image);
         }
     }
@@ -728,9 +729,7 @@ pub fn write_tensorboard(file: &EvalFile, out_dir: &Path) -> Result<(), EvalErro
 
 /// A grid image in memory (for tests).
 pub fn read_grid(out_dir: &Path, scale: f64) -> Result<GridImage, EvalError> {
-    Ok(ember_sample::grid::read_png(
-        &out_dir.join(grid_file_name(scale)),
-    )?)
+    Ok(ember_io::read_png(&out_dir.join(grid_file_name(scale)))?)
 }
 
 #[cfg(test)]

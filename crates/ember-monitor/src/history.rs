@@ -137,7 +137,7 @@ impl History {
             text.push_str(&row.to_csv());
             text.push('\n');
         }
-        ember_sample::grid::write_atomic(path, text.as_bytes()).map_err(io)?;
+        ember_io::write_atomic(path, text.as_bytes()).map_err(io)?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(path)

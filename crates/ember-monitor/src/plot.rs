@@ -70,7 +70,7 @@ pub fn write_panels(
         root.present().map_err(|e| draw_err(&e))?;
     }
     let png = encode_rgb_png(&rgb, width, height).map_err(|e| draw_err(&e))?;
-    ember_sample::grid::write_atomic(path, &png).map_err(|source| MonitorError::Io {
+    ember_io::write_atomic(path, &png).map_err(|source| MonitorError::Io {
         path: path.to_path_buf(),
         source,
     })

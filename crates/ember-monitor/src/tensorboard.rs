@@ -13,7 +13,7 @@
 //! them fails loudly instead of silently transposing images.
 
 use crate::MonitorError;
-use ember_sample::grid::GridImage;
+use ember_io::GridImage;
 use protobuf::RepeatedField;
 use std::path::{Path, PathBuf};
 use tensorboard_proto::event::{Event, SessionLog, SessionLog_SessionStatus};

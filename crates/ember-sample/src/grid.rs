@@ -1,38 +1,11 @@
-//! Sample grids as PNG files (grey or RGB): one row per class, one column per sample.
+//! Sample grids (grey or RGB): one row per class, one column per sample, laid out from a batch
+//! of image tensors. The pixels and their PNG files are `ember_io`'s.
 
 use burn::prelude::*;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+pub use ember_io::GridImage;
 
 /// Pixels between tiles (and around the border).
 pub const GRID_PADDING: usize = 2;
-
-#[derive(Debug, thiserror::Error)]
-pub enum GridError {
-    #[error("cannot write {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot encode PNG {path}: {message}")]
-    Encode { path: PathBuf, message: String },
-}
-
-/// An 8-bit grey (1 channel) or RGB (3) image, row-major with interleaved channels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GridImage {
-    pub width: usize,
-    pub height: usize,
-    pub channels: usize,
-    pub pixels: Vec<u8>,
-}
-
-impl GridImage {
-    /// The pixel at `(x, y)` of channel `c`.
-    pub fn at(&self, x: usize, y: usize, c: usize) -> u8 {
-        self.pixels[(y * self.width + x) * self.channels + c]
-    }
-}
 
 /// Lays out `rows * cols` grey or RGB images in [-1, 1] as a grid, row-major.
 ///
@@ -78,91 +51,12 @@ pub fn make_grid(images: Tensor<4>, rows: usize, cols: usize) -> GridImage {
     }
 }
 
-/// Writes a PNG atomically: to a temporary file in the same folder, then renamed over `path`.
-pub fn write_png(image: &GridImage, path: &Path) -> Result<(), GridError> {
-    let io = |source| GridError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let encode = |e: png::EncodingError| GridError::Encode {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let mut bytes = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(&mut bytes, image.width as u32, image.height as u32);
-        encoder.set_color(if image.channels == 3 {
-            png::ColorType::Rgb
-        } else {
-            png::ColorType::Grayscale
-        });
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().map_err(encode)?;
-        writer.write_image_data(&image.pixels).map_err(encode)?;
-    }
-    write_atomic(path, &bytes).map_err(io)
-}
-
-/// Writes `bytes` to `path` through a temporary sibling and a rename, so readers never see a
-/// half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)
-}
-
-/// Reads an 8-bit grey or RGB PNG (for tests and tools).
-pub fn read_png(path: &Path) -> Result<GridImage, GridError> {
-    let file = std::fs::File::open(path).map_err(|source| GridError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let decode = |e: png::DecodingError| GridError::Encode {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
-        .read_info()
-        .map_err(decode)?;
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).map_err(decode)?;
-    buf.truncate(info.buffer_size());
-    let channels = match (info.color_type, info.bit_depth) {
-        (png::ColorType::Grayscale, png::BitDepth::Eight) => 1,
-        (png::ColorType::Rgb, png::BitDepth::Eight) => 3,
-        (color, depth) => {
-            return Err(GridError::Encode {
-                path: path.to_path_buf(),
-                message: format!("expected an 8-bit grey or RGB PNG, found {color:?} {depth:?}"),
-            });
-        }
-    };
-    Ok(GridImage {
-        width: info.width as usize,
-        height: info.height as usize,
-        channels,
-        pixels: buf,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn grid_places_tiles_row_by_row_and_round_trips_through_png() {
+    fn grid_places_tiles_row_by_row() {
         let device = Device::flex();
         // 2 rows x 3 cols of 4x4 tiles; tile i is filled with a distinct value.
         let tiles: Vec<f32> = (0..6)
@@ -179,14 +73,6 @@ mod tests {
             ((-1.0f32 + 0.4 * 5.0 + 1.0) * 127.5).round() as u8
         );
         assert_eq!(grid.pixels[0], 0, "padding is black");
-
-        let dir = std::env::temp_dir().join(format!("ember-grid-{}", std::process::id()));
-        let path = dir.join("grid.png");
-        write_png(&grid, &path).unwrap();
-        assert_eq!(read_png(&path).unwrap(), grid);
-        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -203,10 +89,5 @@ mod tests {
             [grid.at(p, p, 0), grid.at(p, p, 1), grid.at(p + 1, p + 1, 2)],
             [255, 0, 128]
         );
-        let dir = std::env::temp_dir().join(format!("ember-grid-rgb-{}", std::process::id()));
-        let path = dir.join("rgb.png");
-        write_png(&grid, &path).unwrap();
-        assert_eq!(read_png(&path).unwrap(), grid);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -18,7 +18,7 @@ use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use ember_config::{ExperimentConfig, NonFiniteLoss};
+use ember_config::{ExperimentConfig, LrSchedule, NonFiniteLoss};
 use ember_data::{EpochView, ImageBatch, ImageBatcher, ImageDataset};
 use ember_model::rng::{Rng, Stream, derive_seed};
 use ember_model::{
@@ -162,13 +162,21 @@ impl Trainer {
         &self.device
     }
 
-    /// Learning rate at optimiser step `step` (0-based): linear warm-up, then constant.
+    /// Learning rate at optimiser step `step` (0-based): linear warm-up, then constant or a
+    /// cosine decay to `final_learning_rate` at the last step.
     pub fn learning_rate(&self, step: usize) -> f64 {
         let t = &self.config.train;
         if step < t.warmup_steps {
-            t.learning_rate * (step + 1) as f64 / t.warmup_steps as f64
-        } else {
-            t.learning_rate
+            return t.learning_rate * (step + 1) as f64 / t.warmup_steps as f64;
+        }
+        match t.lr_schedule {
+            LrSchedule::Constant => t.learning_rate,
+            LrSchedule::Cosine => {
+                let span = t.steps.saturating_sub(t.warmup_steps).max(1) as f64;
+                let progress = ((step - t.warmup_steps) as f64 / span).min(1.0);
+                let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+                t.final_learning_rate + (t.learning_rate - t.final_learning_rate) * cosine
+            }
         }
     }
 
@@ -606,6 +614,26 @@ mod tests {
     }
 
     #[test]
+    fn keep_every_spares_the_checkpoints_of_a_quality_curve() {
+        let root = temp_root("keep-every");
+        let mut config = tiny_config();
+        config.train.steps = 7;
+        config.train.checkpoint_every = 1;
+        config.train.keep_checkpoints = 2;
+        config.train.keep_every = 3;
+        let (run, trained) = train_into(&root, &config);
+        trained.unwrap();
+        let steps: Vec<usize> = run
+            .checkpoints()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.0)
+            .collect();
+        assert_eq!(steps, vec![7, 6, 3]);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
     fn non_finite_loss_skips_the_update_or_stops_the_run() {
         let device = Device::flex();
         let mut trainer = Trainer::new(tiny_config(), &device);
@@ -643,5 +671,22 @@ mod tests {
         let trainer = Trainer::new(config, &Device::flex());
         let lrs: Vec<f64> = (0..6).map(|s| trainer.learning_rate(s)).collect();
         assert_eq!(lrs, vec![2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3]);
+    }
+
+    #[test]
+    fn cosine_schedule_decays_from_the_peak_to_the_final_rate() {
+        let mut config = tiny_config();
+        config.train.warmup_steps = 2;
+        config.train.steps = 12;
+        config.train.lr_schedule = LrSchedule::Cosine;
+        config.train.final_learning_rate = 1e-4;
+        let trainer = Trainer::new(config, &Device::flex());
+        let lr = |s| trainer.learning_rate(s);
+        assert_eq!((lr(0), lr(1), lr(2)), (5e-4, 1e-3, 1e-3));
+        // Halfway through the decay: the mean of the peak and the floor.
+        assert!((lr(7) - 5.5e-4).abs() < 1e-12, "{}", lr(7));
+        assert!((lr(12) - 1e-4).abs() < 1e-12, "{}", lr(12));
+        let decay: Vec<f64> = (2..=12).map(lr).collect();
+        assert!(decay.windows(2).all(|w| w[1] < w[0]), "{decay:?}");
     }
 }

@@ -85,8 +85,7 @@ impl RunMonitor {
                 trainer.device(),
             );
             let path = self.run.sample_path(trainer.step, scale, &request.classes);
-            ember_sample::grid::write_png(&grid, &path)
-                .map_err(|e| RunError::Sample(e.to_string()))?;
+            ember_io::write_png(&grid, &path).map_err(|e| RunError::Sample(e.to_string()))?;
             if let Some(events) = &mut self.events {
                 events.image(&format!("samples/scale-{scale}"), trainer.step, &grid);
                 events.flush();

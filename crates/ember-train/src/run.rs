@@ -15,7 +15,7 @@
 use crate::Trainer;
 use crate::checkpoint::{self, CheckpointError};
 use ember_config::{ConfigError, ExperimentConfig};
-use ember_sample::grid::write_atomic;
+use ember_io::write_atomic;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -232,17 +232,20 @@ impl RunDir {
         std::fs::rename(&tmp, &target).map_err(io(&target))?;
         let latest = dir.join("latest");
         write_atomic(&latest, format!("{name}\n").as_bytes()).map_err(io(&latest))?;
-        self.prune(trainer.config.train.keep_checkpoints, &target)?;
+        let t = &trainer.config.train;
+        self.prune(t.keep_checkpoints, t.keep_every, &target)?;
         Ok(target)
     }
 
-    /// Deletes all but the newest `keep` checkpoints (never `current`).
-    fn prune(&self, keep: usize, current: &Path) -> Result<(), RunError> {
+    /// Deletes all but the newest `keep` checkpoints, except `current` and those whose step is
+    /// a multiple of `keep_every` (when not 0).
+    fn prune(&self, keep: usize, keep_every: usize, current: &Path) -> Result<(), RunError> {
         if keep == 0 {
             return Ok(());
         }
-        for (_, path) in self.checkpoints()?.into_iter().skip(keep) {
-            if path != current {
+        for (step, path) in self.checkpoints()?.into_iter().skip(keep) {
+            let kept_for_curves = keep_every > 0 && step.is_multiple_of(keep_every);
+            if path != current && !kept_for_curves {
                 std::fs::remove_dir_all(&path).map_err(io(&path))?;
             }
         }

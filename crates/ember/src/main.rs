@@ -9,8 +9,8 @@ use burn::prelude::{Device, Tensor, TensorData};
 use clap::{Parser, Subcommand, ValueEnum};
 use ember_config::{DeviceKind, ExperimentConfig};
 use ember_data::{ImageDataset, Split};
+use ember_io::write_png;
 use ember_monitor::progress::ProgressMode;
-use ember_sample::grid::write_png;
 use ember_sample::{SampleRequest, sample_grid};
 use ember_train::checkpoint::{Weights, load_model};
 use ember_train::monitor::RunMonitor;
@@ -264,7 +264,7 @@ fn run(cli: Cli) -> Result<()> {
             let device = select_device(DeviceKind::Cpu)?;
             let model = load_model(&config, &checkpoint, weights, &device)?;
             let bytes = ember_model::weights::to_safetensors(&model);
-            ember_sample::grid::write_atomic(&out, &bytes)
+            ember_io::write_atomic(&out, &bytes)
                 .with_context(|| format!("cannot write {}", out.display()))?;
             println!(
                 "wrote {} ({} weights of {}, {} bytes)",
