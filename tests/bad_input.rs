@@ -198,7 +198,7 @@ const CASES: &[Case] = &[
     Case {
         name: "zero classes",
         setup: |dir| idx_case(dir, &[("model.num_classes", int(0))]),
-        expect: &["cfg.toml", "model.num_classes", "at least one class"],
+        expect: &["cfg.toml", "model.num_classes", "expected at least 1"],
     },
     Case {
         name: "negative learning rate",
@@ -537,10 +537,22 @@ const CASES: &[Case] = &[
         setup: |dir| {
             let args = idx_case(dir, &[]);
             std::fs::create_dir_all(out(dir)).unwrap();
+            std::fs::write(out(dir).join(".ember"), "ember run\n").unwrap();
             std::fs::write(out(dir).join("config.toml"), "# an earlier run\n").unwrap();
             args
         },
         expect: &["already holds a run", "--overwrite"],
+    },
+    Case {
+        name: "--overwrite on a folder Ember did not make",
+        setup: |dir| {
+            let mut args = idx_case(dir, &[]);
+            std::fs::create_dir_all(out(dir).join("photos")).unwrap();
+            std::fs::write(out(dir).join("config.toml"), "# someone else's\n").unwrap();
+            args.push("--overwrite".into());
+            args
+        },
+        expect: &["not made by ember", "config.toml", "photos", "out"],
     },
     Case {
         name: "resume with a changed model",
@@ -552,7 +564,175 @@ const CASES: &[Case] = &[
         },
         expect: &["cannot resume", "model.base_channels"],
     },
+    Case {
+        name: "resume a run that never wrote a checkpoint",
+        setup: |dir| {
+            let args = idx_case(dir, &[]);
+            std::fs::create_dir_all(dir.join("run")).unwrap();
+            std::fs::write(dir.join("run/.ember"), "ember run\n").unwrap();
+            std::fs::copy(dir.join("cfg.toml"), dir.join("run/config.toml")).unwrap();
+            let _ = args;
+            vec!["train".into(), "--resume".into(), s(&dir.join("run"))]
+        },
+        expect: &[
+            "no checkpoint in",
+            "stopped before writing its first one",
+            "--overwrite",
+        ],
+    },
+    Case {
+        name: "resume a run another process is training",
+        setup: |dir| {
+            let run = trained_run(dir);
+            let lock = std::fs::File::open(run.join(".ember")).unwrap();
+            lock.try_lock().unwrap();
+            // Held until the test process ends, like a training process would hold it.
+            std::mem::forget(lock);
+            vec![
+                "train".into(),
+                "--resume".into(),
+                s(&run),
+                "--steps".into(),
+                "4".into(),
+            ]
+        },
+        expect: &["is in use by another `ember train`", ".ember"],
+    },
+    Case {
+        name: "image size beyond the limit",
+        setup: |dir| idx_case(dir, &[("model.image_size", int(100_000))]),
+        expect: &["cfg.toml", "model.image_size", "at most 1024"],
+    },
+    Case {
+        name: "a billion classes",
+        setup: |dir| idx_case(dir, &[("model.num_classes", int(1_000_000_000))]),
+        expect: &["cfg.toml", "model.num_classes", "at most 65535"],
+    },
+    Case {
+        name: "two billion timesteps",
+        setup: |dir| idx_case(dir, &[("diffusion.timesteps", int(2_000_000_000))]),
+        expect: &["cfg.toml", "diffusion.timesteps", "expected 2 to 100000"],
+    },
+    Case {
+        name: "base_channels beyond the limit",
+        setup: |dir| idx_case(dir, &[("model.base_channels", int(100_000))]),
+        expect: &["cfg.toml", "model.base_channels", "at most 1024"],
+    },
+    Case {
+        name: "65 levels",
+        setup: |dir| {
+            let mults = Value::Array(vec![Value::Integer(1); 65]);
+            idx_case(dir, &[("model.channel_mults", Some(mults))])
+        },
+        expect: &[
+            "cfg.toml",
+            "model.channel_mults",
+            "1 to 8 positive multipliers",
+        ],
+    },
+    Case {
+        name: "a model too large for this machine's memory",
+        setup: |dir| {
+            idx_case(
+                dir,
+                &[
+                    ("model.image_size", int(1024)),
+                    ("model.base_channels", int(512)),
+                    (
+                        "model.channel_mults",
+                        Some(Value::Array(vec![Value::Integer(1); 2])),
+                    ),
+                    ("model.norm_groups", int(8)),
+                    ("train.batch_size", int(4096)),
+                ],
+            )
+        },
+        expect: &[
+            "cfg.toml",
+            "train.batch_size = 4096",
+            "needs about",
+            "available",
+        ],
+    },
+    Case {
+        name: "classifier --out onto a run directory",
+        setup: |dir| {
+            let run = trained_run(dir);
+            let config = dir.join("cfg.toml");
+            vec![
+                "classifier".into(),
+                "train".into(),
+                "--config".into(),
+                s(&config),
+                "--out".into(),
+                s(&run),
+            ]
+        },
+        expect: &[
+            "not made by `ember classifier train`",
+            "config.toml",
+            "choose another --out",
+        ],
+    },
+    Case {
+        name: "classifier --out onto the working folder",
+        setup: |dir| {
+            let args = idx_case(dir, &[]);
+            let _ = args;
+            let config = dir.join("cfg.toml");
+            vec![
+                "classifier".into(),
+                "train".into(),
+                "--config".into(),
+                s(&config),
+                "--out".into(),
+                s(dir),
+            ]
+        },
+        expect: &["not made by `ember classifier train`", "cfg.toml", "data"],
+    },
+    Case {
+        name: "export onto a folder",
+        setup: |dir| {
+            let run = trained_run(dir);
+            std::fs::create_dir_all(dir.join("target/inside")).unwrap();
+            vec![
+                "export".into(),
+                "--run".into(),
+                s(&run),
+                "--out".into(),
+                s(&dir.join("target")),
+            ]
+        },
+        expect: &["cannot write", "target"],
+    },
     // --- sampling ---
+    Case {
+        name: "sample a billion per class",
+        setup: |dir| {
+            let run = trained_run(dir);
+            sample_args(dir, &run, &["--per-class", "1000000000"])
+        },
+        expect: &["--per-class must be in 1..=1024", "1000000000"],
+    },
+    Case {
+        name: "sample by name from a damaged classes.txt",
+        setup: |dir| {
+            let run = trained_run(dir);
+            let names = std::fs::read_to_string(run.join("classes.txt")).unwrap();
+            std::fs::write(run.join("classes.txt"), format!("a\n{names}")).unwrap();
+            sample_args(dir, &run, &["--class", "3"])
+        },
+        expect: &["classes.txt", "lists 11 class names", "10 classes"],
+    },
+    Case {
+        name: "a guidance scale of 1e300",
+        setup: |dir| {
+            let run = trained_run(dir);
+            sample_args(dir, &run, &["--guidance", "1e300"])
+        },
+        expect: &["--guidance", "expected a finite guidance scale"],
+    },
     Case {
         name: "sample from a missing run",
         setup: |dir| sample_args(dir, &dir.join("no-run"), &[]),
@@ -602,6 +782,44 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// Every path under `root` with its bytes (`None` for a folder).
+fn snapshot(root: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>> {
+    let mut tree = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            if path.is_dir() {
+                tree.insert(rel, None);
+                stack.push(path);
+            } else {
+                tree.insert(rel, Some(std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    tree
+}
+
+/// What differs between two snapshots: created, deleted or changed paths.
+fn tree_changes(
+    before: &std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>,
+    after: &std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>,
+) -> Vec<String> {
+    let mut changes = Vec::new();
+    for (path, bytes) in before {
+        match after.get(path) {
+            None => changes.push(format!("{} deleted", path.display())),
+            Some(now) if now != bytes => changes.push(format!("{} changed", path.display())),
+            _ => {}
+        }
+    }
+    for path in after.keys().filter(|p| !before.contains_key(*p)) {
+        changes.push(format!("{} created", path.display()));
+    }
+    changes
+}
+
 #[test]
 fn every_bad_input_exits_2_with_a_clear_message_and_writes_nothing() {
     assert!(CASES.len() >= 30, "the issue asks for at least 30 cases");
@@ -611,8 +829,7 @@ fn every_bad_input_exits_2_with_a_clear_message_and_writes_nothing() {
         let dir = root.join(format!("{i:02}"));
         std::fs::create_dir_all(&dir).unwrap();
         let args = (case.setup)(&dir);
-        let before = out(&dir).join("config.toml");
-        let existing = std::fs::read(&before).ok();
+        let before = snapshot(&dir);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let result = ember(&refs);
         let message = text(&result);
@@ -625,16 +842,11 @@ fn every_bad_input_exits_2_with_a_clear_message_and_writes_nothing() {
                 problems.push(format!("message lacks {fragment:?}"));
             }
         }
-        let after = std::fs::read(&before).ok();
-        match existing {
-            // A run that was there stays exactly as it was; otherwise nothing appears.
-            Some(bytes) if after.as_ref() != Some(&bytes) => {
-                problems.push("the existing run was changed".into())
-            }
-            None if out(&dir).exists() => {
-                problems.push(format!("{} was written", out(&dir).display()))
-            }
-            _ => {}
+        // Everything that was there stays byte for byte; nothing appears, not even a
+        // temporary file.
+        let changes = tree_changes(&before, &snapshot(&dir));
+        if !changes.is_empty() {
+            problems.push(format!("the folder changed: {}", changes.join(", ")));
         }
         if !message.starts_with("error: ") && !message.contains("\nerror: ") {
             problems.push("no `error:` line".into());

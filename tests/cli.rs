@@ -342,7 +342,7 @@ fn classifier_guidance_with_a_noise_aware_classifier_from_the_cli() {
         "{}",
         text(&out)
     );
-    assert!(dir.join("data/classifier-noisy/classifier.toml").is_file());
+    assert!(dir.join("data.classifier-noisy/classifier.toml").is_file());
     // CFG (scale 2) plus classifier guidance.
     let png = dir.join("cg.png");
     let out = sample_two_classes(&run, &png, &["--classifier-guidance", "3"]);
@@ -393,7 +393,7 @@ fn classifier_guidance_with_a_noise_aware_classifier_from_the_cli() {
         "{}",
         text(&out)
     );
-    let noisy = dir.join("data/classifier-noisy");
+    let noisy = dir.join("data.classifier-noisy");
     let out = eval_sweep(
         &run,
         &dir.join("eval"),
@@ -579,10 +579,35 @@ fn classifier_and_eval_write_every_output_and_a_rerun_skips_finished_scales() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("test accuracy"), "{}", text(&out));
-    let meta =
-        std::fs::read_to_string(dir.join("data").join("classifier/classifier.toml")).unwrap();
+    let classifier = dir.join("data.classifier");
+    let meta = std::fs::read_to_string(classifier.join("classifier.toml")).unwrap();
     assert!(meta.contains("dataset_fingerprint"), "{meta}");
-    assert!(dir.join("data").join("classifier/classifier.bpk").is_file());
+    assert!(classifier.join("classifier.bpk").is_file());
+    assert!(classifier.join(".ember").is_file(), "marked as Ember's");
+    assert!(
+        !dir.join("data/classifier").exists(),
+        "nothing inside the data"
+    );
+    // Trained again, it replaces its own folder (and only that).
+    let again = ember(&[
+        "classifier",
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_ne!(
+        std::fs::read_to_string(classifier.join("classifier.toml")).unwrap(),
+        meta
+    );
+    let siblings: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(siblings.is_empty(), "temporary folders left: {siblings:?}");
 
     // A sweep over two scales writes every output.
     let out = eval_sweep(&run, &evals, "1,3", &[]);

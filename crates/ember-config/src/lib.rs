@@ -18,6 +18,9 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+mod validate;
+pub use validate::{KeyError, check_guidance_scale, limits};
+
 /// Errors from reading or validating a config file. Each names the file and what was expected.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -34,6 +37,18 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+}
+
+/// A guidance scale as it appears in file names and tags: short and exact. Plain decimals
+/// (`3`, `1.5`) while they are short, otherwise the shortest exponent form that reads back to
+/// the same number (`1e-250`, not 250 zeros).
+pub fn scale_label(scale: f64) -> String {
+    let plain = format!("{scale}");
+    if plain.len() <= 12 {
+        plain
+    } else {
+        format!("{scale:e}")
+    }
 }
 
 /// Converts Ho & Salimans' guidance weight `w` (0 = plain conditional) to Ember's scale.
@@ -559,305 +574,6 @@ impl ExperimentConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("an ExperimentConfig always serialises")
     }
-
-    /// Checks every cross-field constraint once, so later code can trust the values.
-    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key: key.to_string(),
-            message,
-        };
-        let m = &self.model;
-        if m.num_classes == 0 {
-            return Err(bad(
-                "model.num_classes",
-                "expected at least one class".into(),
-            ));
-        }
-        if m.image_channels == 0 || m.image_size == 0 {
-            return Err(bad(
-                "model.image_size",
-                "expected a positive image size and channel count".into(),
-            ));
-        }
-        if m.base_channels == 0 {
-            return Err(bad(
-                "model.base_channels",
-                "expected a positive width".into(),
-            ));
-        }
-        if m.channel_mults.is_empty() || m.channel_mults.contains(&0) {
-            return Err(bad(
-                "model.channel_mults",
-                "expected a non-empty list of positive multipliers".into(),
-            ));
-        }
-        let downsamples = m.channel_mults.len() - 1;
-        if !m.image_size.is_multiple_of(1 << downsamples) {
-            return Err(bad(
-                "model.channel_mults",
-                format!(
-                    "{} levels halve the image {} times, but image_size {} is not divisible by {}",
-                    m.channel_mults.len(),
-                    downsamples,
-                    m.image_size,
-                    1 << downsamples
-                ),
-            ));
-        }
-        if m.blocks_per_level == 0 {
-            return Err(bad("model.blocks_per_level", "expected at least 1".into()));
-        }
-        if let Some(level) = m
-            .attention_levels
-            .iter()
-            .find(|&&l| l >= m.channel_mults.len())
-        {
-            return Err(bad(
-                "model.attention_levels",
-                format!(
-                    "level {level} does not exist; levels are 0..{}",
-                    m.channel_mults.len()
-                ),
-            ));
-        }
-        if m.norm_groups == 0 {
-            return Err(bad("model.norm_groups", "expected at least 1".into()));
-        }
-        for mult in &m.channel_mults {
-            let ch = m.base_channels * mult;
-            if !ch.is_multiple_of(m.norm_groups) {
-                return Err(bad(
-                    "model.norm_groups",
-                    format!(
-                        "{ch} channels are not divisible into {} groups",
-                        m.norm_groups
-                    ),
-                ));
-            }
-            if !m.attention_levels.is_empty()
-                && (m.attention_heads == 0 || !ch.is_multiple_of(m.attention_heads))
-            {
-                return Err(bad(
-                    "model.attention_heads",
-                    format!(
-                        "{ch} channels are not divisible into {} heads",
-                        m.attention_heads
-                    ),
-                ));
-            }
-        }
-        if !(0.0..1.0).contains(&m.dropout) {
-            return Err(bad(
-                "model.dropout",
-                format!("expected [0, 1), got {}", m.dropout),
-            ));
-        }
-
-        let data = &self.data;
-        if data.format == DataFormat::ImageFolder && data.root.as_os_str().is_empty() {
-            return Err(bad(
-                "data.root",
-                "format \"image-folder\" needs the folder that holds one sub-folder per class"
-                    .into(),
-            ));
-        }
-        if data.format != DataFormat::ImageFolder && !data.test_root.as_os_str().is_empty() {
-            return Err(bad(
-                "data.test_root",
-                format!(
-                    "only format \"image-folder\" takes a separate test folder; \"{}\" reads its test split from data.root",
-                    data.format.name()
-                ),
-            ));
-        }
-        let fixed_channels = match data.format {
-            DataFormat::Idx => Some(1),
-            DataFormat::Cifar10 => Some(3),
-            DataFormat::ImageFolder => None,
-        };
-        if let Some(c) = fixed_channels.filter(|&c| c != m.image_channels) {
-            return Err(bad(
-                "model.image_channels",
-                format!(
-                    "data.format \"{}\" holds {c}-channel images, but model.image_channels is {}",
-                    data.format.name(),
-                    m.image_channels
-                ),
-            ));
-        }
-        if !(m.image_channels == 1 || m.image_channels == 3) {
-            return Err(bad(
-                "model.image_channels",
-                format!("expected 1 (grey) or 3 (RGB), got {}", m.image_channels),
-            ));
-        }
-
-        let d = &self.diffusion;
-        if d.timesteps < 2 {
-            return Err(bad("diffusion.timesteps", "expected at least 2".into()));
-        }
-        if d.beta_schedule == BetaSchedule::Linear
-            && !(0.0 < d.beta_start && d.beta_start < d.beta_end && d.beta_end < 1.0)
-        {
-            return Err(bad(
-                "diffusion.beta_end",
-                format!(
-                    "expected 0 < beta_start < beta_end < 1, got {} and {}",
-                    d.beta_start, d.beta_end
-                ),
-            ));
-        }
-
-        if d.zero_terminal_snr && d.prediction == Prediction::Epsilon {
-            return Err(bad(
-                "diffusion.zero_terminal_snr",
-                "needs diffusion.prediction = \"v\" or \"x0\": at zero terminal SNR the input is pure noise, from which the noise itself cannot be predicted".into(),
-            ));
-        }
-
-        let t = &self.train;
-        if t.steps == 0 {
-            return Err(bad("train.steps", "expected at least 1".into()));
-        }
-        if t.batch_size == 0 {
-            return Err(bad("train.batch_size", "expected at least 1".into()));
-        }
-        if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
-            return Err(bad(
-                "train.learning_rate",
-                format!("expected a positive number, got {}", t.learning_rate),
-            ));
-        }
-        if !(t.final_learning_rate >= 0.0 && t.final_learning_rate <= t.learning_rate) {
-            return Err(bad(
-                "train.final_learning_rate",
-                format!(
-                    "expected 0 <= final_learning_rate <= learning_rate ({}), got {}",
-                    t.learning_rate, t.final_learning_rate
-                ),
-            ));
-        }
-        if !(0.0..=1.0).contains(&t.p_uncond) {
-            return Err(bad(
-                "train.p_uncond",
-                format!("expected [0, 1], got {}", t.p_uncond),
-            ));
-        }
-        if !(0.0..1.0).contains(&t.ema_decay) {
-            return Err(bad(
-                "train.ema_decay",
-                format!("expected [0, 1), got {}", t.ema_decay),
-            ));
-        }
-        if t.grad_clip_norm.is_nan() || t.grad_clip_norm < 0.0 {
-            return Err(bad(
-                "train.grad_clip_norm",
-                "expected >= 0 (0 disables)".into(),
-            ));
-        }
-        if t.weight_decay.is_nan() || t.weight_decay < 0.0 {
-            return Err(bad("train.weight_decay", "expected >= 0".into()));
-        }
-        if !(t.min_snr_gamma >= 0.0 && t.min_snr_gamma.is_finite()) {
-            return Err(bad(
-                "train.min_snr_gamma",
-                format!("expected >= 0 (0 = off), got {}", t.min_snr_gamma),
-            ));
-        }
-        if t.log_every == 0 {
-            return Err(bad("train.log_every", "expected at least 1".into()));
-        }
-
-        let s = &self.sample;
-        if s.steps == 0 || s.steps > d.timesteps {
-            return Err(bad(
-                "sample.steps",
-                format!(
-                    "expected 1..={} (diffusion.timesteps), got {}",
-                    d.timesteps, s.steps
-                ),
-            ));
-        }
-        if !(0.0..=1.0).contains(&s.eta) {
-            return Err(bad("sample.eta", format!("expected [0, 1], got {}", s.eta)));
-        }
-        if !s.guidance_scale.is_finite() {
-            return Err(bad(
-                "sample.guidance_scale",
-                "expected a finite number".into(),
-            ));
-        }
-        if s.per_class == 0 {
-            return Err(bad("sample.per_class", "expected at least 1".into()));
-        }
-        match s.guidance_interval[..] {
-            [] => {}
-            [low, high] if 0.0 <= low && low <= high && high.is_finite() => {}
-            _ => {
-                return Err(bad(
-                    "sample.guidance_interval",
-                    format!(
-                        "expected [] or [low, high] noise levels with 0 <= low <= high, got {:?}",
-                        s.guidance_interval
-                    ),
-                ));
-            }
-        }
-        if !(0.0..=1.0).contains(&s.cfg_rescale) {
-            return Err(bad(
-                "sample.cfg_rescale",
-                format!("expected [0, 1], got {}", s.cfg_rescale),
-            ));
-        }
-        if !(s.dynamic_threshold == 0.0 || (0.5..1.0).contains(&s.dynamic_threshold)) {
-            return Err(bad(
-                "sample.dynamic_threshold",
-                format!(
-                    "expected 0 (off) or a percentile in [0.5, 1), got {}",
-                    s.dynamic_threshold
-                ),
-            ));
-        }
-
-        let l = &self.log;
-        if let Some(scale) = l.sample_scales.iter().find(|s| !s.is_finite()) {
-            return Err(bad(
-                "log.sample_scales",
-                format!("expected finite guidance scales, got {scale}"),
-            ));
-        }
-        if !(0.0..1.0).contains(&l.loss_smoothing) {
-            return Err(bad(
-                "log.loss_smoothing",
-                format!("expected [0, 1), got {}", l.loss_smoothing),
-            ));
-        }
-
-        let c = &self.classifier;
-        if c.epochs == 0 {
-            return Err(bad("classifier.epochs", "expected at least 1".into()));
-        }
-        if c.batch_size == 0 {
-            return Err(bad("classifier.batch_size", "expected at least 1".into()));
-        }
-        if !(c.learning_rate > 0.0 && c.learning_rate.is_finite()) {
-            return Err(bad(
-                "classifier.learning_rate",
-                format!("expected a positive number, got {}", c.learning_rate),
-            ));
-        }
-        if c.weight_decay.is_nan() || c.weight_decay < 0.0 {
-            return Err(bad("classifier.weight_decay", "expected >= 0".into()));
-        }
-        if c.feature_dim < 2 {
-            return Err(bad(
-                "classifier.feature_dim",
-                format!("expected at least 2, got {}", c.feature_dim),
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// Keys that may differ between a run's config and the config it is resumed with: they change
@@ -1070,6 +786,63 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn scale_labels_are_short_and_exact() {
+        for (scale, label) in [
+            (3.0, "3"),
+            (1.5, "1.5"),
+            (0.0, "0"),
+            (-2.25, "-2.25"),
+            (1e-250, "1e-250"),
+            (123456.789, "123456.789"),
+            (1234567.891234, "1.234567891234e6"),
+        ] {
+            assert_eq!(scale_label(scale), label);
+        }
+        for scale in [1e-250, 0.1 + 0.2, 7.0 / 3.0, 999.999_999_9] {
+            let label = scale_label(scale);
+            assert!(label.len() <= 24, "{label}");
+            assert_eq!(label.parse::<f64>().unwrap(), scale, "{label}");
+        }
+    }
+
+    #[test]
+    fn values_beyond_the_limits_are_refused_by_key() {
+        for (text, key) in [
+            ("[model]\nnum_classes = 1000000000", "model.num_classes"),
+            ("[model]\nimage_size = 100000", "model.image_size"),
+            ("[model]\nbase_channels = 100000", "model.base_channels"),
+            (
+                "[model]\nchannel_mults = [1, 2, 4, 8, 16, 32, 64, 128, 256]",
+                "model.channel_mults",
+            ),
+            (
+                "[model]\nbase_channels = 512\nchannel_mults = [1, 16]",
+                "model.channel_mults",
+            ),
+            ("[model]\nblocks_per_level = 100", "model.blocks_per_level"),
+            ("[diffusion]\ntimesteps = 2000000000", "diffusion.timesteps"),
+            ("[train]\nbatch_size = 10000000", "train.batch_size"),
+            ("[sample]\nper_class = 1000000000", "sample.per_class"),
+            ("[sample]\nguidance_scale = 1e300", "sample.guidance_scale"),
+            ("[log]\nsample_scales = [1.0, -5000.0]", "log.sample_scales"),
+            (
+                "[classifier]\nfeature_dim = 100000",
+                "classifier.feature_dim",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+            assert!(err.contains("expected"), "{text}: {err}");
+        }
+        // A 65-entry channel_mults used to wrap `1 << 64` inside validation.
+        let mults = vec!["1"; 65].join(", ");
+        let err = parse(&format!("[model]\nchannel_mults = [{mults}]"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.channel_mults"), "{err}");
     }
 
     #[test]

@@ -87,15 +87,43 @@ pub fn dataset_fingerprint(train: &ImageDataset) -> String {
 }
 
 /// Where `ember classifier train` saves and `ember eval` looks for the classifier of the data in
-/// `root` by default: `<root>/classifier`, beside the files it was trained on.
+/// `root` by default: `<root>.classifier`, a sibling of the data folder (e.g.
+/// `datasets/mnist.classifier`). Never inside it, where an image-folder reader would take it
+/// for a class.
 pub fn default_dir(root: &Path) -> PathBuf {
-    root.join("classifier")
+    beside(root, "classifier")
 }
 
 /// Where `ember classifier train --noisy` saves, and `ember sample --classifier-guidance` looks
-/// for, the noise-aware classifier of the data in `root`: `<root>/classifier-noisy`.
+/// for, the noise-aware classifier of the data in `root`: `<root>.classifier-noisy`.
 pub fn default_noisy_dir(root: &Path) -> PathBuf {
-    root.join("classifier-noisy")
+    beside(root, "classifier-noisy")
+}
+
+/// Where earlier versions kept the classifier: inside the data folder.
+pub fn legacy_dir(root: &Path, noisy: bool) -> PathBuf {
+    root.join(if noisy {
+        "classifier-noisy"
+    } else {
+        "classifier"
+    })
+}
+
+/// `<parent>/<name>.<suffix>` for the data folder `<parent>/<name>`; a root without a last
+/// component of its own (`.`, `..`, `/`) is made absolute first.
+fn beside(root: &Path, suffix: &str) -> PathBuf {
+    let named = match root.file_name() {
+        Some(_) if !root.ends_with("..") => root.to_path_buf(),
+        _ => std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()),
+    };
+    match named.file_name() {
+        Some(name) => {
+            let mut file = name.to_os_string();
+            file.push(format!(".{suffix}"));
+            named.with_file_name(file)
+        }
+        None => named.join(format!("ember-{suffix}")),
+    }
 }
 
 /// Builds a [`ClassifierNet`].
@@ -469,9 +497,55 @@ impl Classifier {
         correct as f64 / n.max(1) as f64
     }
 
-    /// Writes `classifier.bpk` and `classifier.toml` into `dir`, through a temporary sibling
-    /// folder renamed into place (an existing classifier there is replaced).
+    /// Checks, before any training, that `dir` can receive a classifier: missing, empty, or
+    /// a classifier folder Ember made. Anything else is refused naming what it holds; Ember
+    /// never replaces a folder it did not make.
+    pub fn check_destination(dir: &Path) -> Result<(), ClassifierError> {
+        if !dir.exists() {
+            return Ok(());
+        }
+        if ember_io::owner_of(dir) == Some(ember_io::OwnerKind::Classifier) {
+            return Ok(());
+        }
+        let not_ours = |message: String| ClassifierError::Invalid {
+            path: dir.to_path_buf(),
+            message,
+        };
+        if !dir.is_dir() {
+            return Err(not_ours("exists and is not a folder".into()));
+        }
+        let entries: Vec<String> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok())
+            .map(|e| format!("{:?}", e.file_name().to_string_lossy()))
+            .collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let shown = entries
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = entries.len().saturating_sub(5);
+        Err(not_ours(format!(
+            "is not empty and was not made by `ember classifier train` (no {} marker); it holds {shown}{}. Ember only replaces folders it made: choose another --out",
+            ember_io::MARKER_FILE,
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )))
+    }
+
+    /// Writes `classifier.bpk`, `classifier.toml` and Ember's marker into `dir`, through a
+    /// temporary sibling folder swapped into place (an existing classifier of Ember's there is
+    /// replaced, and deleted only once the new one is in place; see
+    /// [`check_destination`](Self::check_destination)).
     pub fn save(&mut self, dir: &Path) -> Result<(), ClassifierError> {
+        Self::check_destination(dir)?;
         let parent = dir
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -481,11 +555,24 @@ impl Classifier {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "classifier".into());
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        // Removed on every failure (dropped); kept by `keep()` once swapped in.
+        let staged = tempfile::Builder::new()
+            .prefix(&format!(".{name}.tmp-"))
+            .tempdir_in(parent)
+            .map_err(io(parent))?;
+        let tmp = staged.path().to_path_buf();
+        // A temporary folder is private (0700); the classifier folder is an ordinary one.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+                .map_err(io(&tmp))?;
         }
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        ember_io::prepare_owned_dir(&tmp, ember_io::OwnerKind::Classifier, false, |_| false)
+            .map_err(|e| ClassifierError::Invalid {
+                path: tmp.clone(),
+                message: e.to_string(),
+            })?;
         let weights = tmp.join(WEIGHTS_FILE);
         self.net
             .clone()
@@ -507,10 +594,10 @@ impl Classifier {
                 .and_then(|f| f.sync_all())
                 .map_err(io(f))?;
         }
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(io(dir))?;
-        }
-        std::fs::rename(&tmp, dir).map_err(io(dir))
+        ember_io::replace_dir(&tmp, dir).map_err(io(dir))?;
+        // Swapped in: nothing is left at the temporary path to delete.
+        let _ = staged.keep();
+        Ok(())
     }
 
     /// Loads a classifier folder. `config_hint` is the config path the "train one" message

@@ -291,7 +291,7 @@ pub fn initial_noise(seed: u64, class: usize, index: usize, len: usize) -> Vec<f
 
 /// `grid_scale-<s>.png`, the scale written as Rust prints it (`3`, `1.5`).
 pub fn grid_file_name(scale: f64) -> String {
-    format!("grid_scale-{scale}.png")
+    format!("grid_scale-{}.png", ember_config::scale_label(scale))
 }
 
 /// The TensorBoard step of a scale: `round(scale * 100)`, so the x axis reads as the scale in

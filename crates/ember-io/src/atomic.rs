@@ -26,6 +26,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     sync_dir(dir)
 }
 
+/// Puts the finished folder `staged` in place of `target` without a moment in which neither
+/// exists: an old `target` is first renamed aside, `staged` renamed in, the parent folder
+/// fsynced, and only then the old one deleted. `staged` must be a sibling of `target` whose
+/// files are already on disk.
+pub fn replace_dir(staged: &Path, target: &Path) -> std::io::Result<()> {
+    let parent = parent_of(target);
+    sync_dir(staged)?;
+    let aside = if target.exists() {
+        let mut name = std::ffi::OsString::from(".");
+        name.push(target.file_name().unwrap_or_default());
+        name.push(format!(".old-{}", std::process::id()));
+        let aside = parent.join(name);
+        std::fs::rename(target, &aside)?;
+        Some(aside)
+    } else {
+        None
+    };
+    if let Err(e) = std::fs::rename(staged, target) {
+        if let Some(aside) = &aside {
+            // Put the old folder back; the error is the rename's.
+            let _ = std::fs::rename(aside, target);
+        }
+        return Err(e);
+    }
+    sync_dir(parent)?;
+    if let Some(aside) = aside {
+        std::fs::remove_dir_all(&aside)?;
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
 /// Flushes a folder's entries (creations, renames, deletions) to disk.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -58,6 +90,35 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(names.len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn replace_dir_swaps_in_the_new_folder_and_removes_only_the_old_one() {
+        let dir = temp_dir("replace");
+        let target = dir.join("step-1");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("old.bin"), "old").unwrap();
+        let staged = dir.join(".step-1.tmp");
+        std::fs::create_dir_all(&staged).unwrap();
+        std::fs::write(staged.join("new.bin"), "new").unwrap();
+        replace_dir(&staged, &target).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(target.join("new.bin")).unwrap(),
+            "new"
+        );
+        assert!(!target.join("old.bin").exists());
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(
+            names.len(),
+            1,
+            "neither the staged nor the old folder is left"
+        );
+        // Into a place where nothing was yet.
+        let fresh = dir.join("step-2");
+        std::fs::create_dir_all(&staged).unwrap();
+        replace_dir(&staged, &fresh).unwrap();
+        assert!(fresh.is_dir() && !staged.exists());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

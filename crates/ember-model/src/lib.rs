@@ -3,6 +3,7 @@
 
 pub mod hash;
 pub mod loss;
+pub mod memory;
 pub mod rng;
 pub mod schedule;
 pub mod unet;

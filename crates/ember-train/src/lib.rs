@@ -30,11 +30,17 @@ use std::time::Instant;
 pub use ember_monitor::StepReport;
 pub use ember_monitor::progress::format_duration;
 
-/// Receives progress; [`monitor::RunMonitor`] records and shows it, tests collect it. An error
-/// stops training (the checkpoints written so far stay intact).
+/// Receives progress; [`monitor::RunMonitor`] records and shows it, tests collect it.
+///
+/// Per step, in this order: [`on_step`](Self::on_step) (the records: an error stops training,
+/// the checkpoints written so far stay intact), the step's checkpoint when one is due, then
+/// [`after_step`](Self::after_step) for optional output such as sample grids, which cannot
+/// fail the run: what matters most is on disk first.
 pub trait TrainingObserver {
     /// After each optimiser step; `trainer` holds the updated weights and EMA.
     fn on_step(&mut self, report: &StepReport, trainer: &Trainer) -> Result<(), RunError>;
+    /// After the step's checkpoint (if any): optional output, whose failures are warnings.
+    fn after_step(&mut self, _report: &StepReport, _trainer: &Trainer) {}
     fn on_checkpoint(
         &mut self,
         _step: usize,
@@ -308,6 +314,7 @@ impl Trainer {
                     let path = run.save_checkpoint(self)?;
                     observer.on_checkpoint(self.step, &path, started.elapsed().as_secs_f64())?;
                 }
+                observer.after_step(&report, self);
                 if self.step >= t.steps {
                     break;
                 }

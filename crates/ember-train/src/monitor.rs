@@ -87,7 +87,8 @@ impl RunMonitor {
             let path = self.run.sample_path(trainer.step, scale, &request.classes);
             ember_io::write_png(&grid, &path).map_err(|e| RunError::Sample(e.to_string()))?;
             if let Some(events) = &mut self.events {
-                events.image(&format!("samples/scale-{scale}"), trainer.step, &grid);
+                let tag = format!("samples/scale-{}", ember_config::scale_label(scale));
+                events.image(&tag, trainer.step, &grid);
                 events.flush();
             }
             self.progress.info(&format!(
@@ -100,14 +101,20 @@ impl RunMonitor {
     }
 
     /// Draws `loss.png` from the whole history (earlier sessions of a resumed run included)
-    /// and closes the event file.
-    pub fn finish(mut self) -> Result<PathBuf, RunError> {
+    /// and closes the event file. The plot is optional output: a failure is a warning and
+    /// gives `None`.
+    pub fn finish(mut self) -> Option<PathBuf> {
         if let Some(events) = &mut self.events {
             events.flush();
         }
         let path = self.run.root().join(LOSS_PLOT_FILE);
-        write_loss_plot(&self.history, &path)?;
-        Ok(path)
+        match write_loss_plot(&self.history, &path) {
+            Ok(()) => Some(path),
+            Err(e) => {
+                self.progress.warn(&format!("no loss curve: {e}"));
+                None
+            }
+        }
     }
 
     /// Call when training stopped on an error, so the bar does not hide it.
@@ -117,7 +124,7 @@ impl RunMonitor {
 }
 
 impl TrainingObserver for RunMonitor {
-    fn on_step(&mut self, r: &StepReport, trainer: &Trainer) -> Result<(), RunError> {
+    fn on_step(&mut self, r: &StepReport, _trainer: &Trainer) -> Result<(), RunError> {
         let smoothed = self.history.record(r)?.smoothed_loss;
         if let Some(events) = &mut self.events {
             let mut scalar = |tag: &str, value: f64| {
@@ -133,10 +140,20 @@ impl TrainingObserver for RunMonitor {
             scalar("train/images_per_second", r.images_per_second);
         }
         self.progress.step(r);
-        if self.is_sample_step(r) {
-            self.write_grids(trainer)?;
-        }
         Ok(())
+    }
+
+    /// Grids come after the step's checkpoint, and a grid that cannot be written is a warning:
+    /// it never costs the run a step.
+    fn after_step(&mut self, r: &StepReport, trainer: &Trainer) {
+        if self.is_sample_step(r)
+            && let Err(e) = self.write_grids(trainer)
+        {
+            self.progress.warn(&format!(
+                "no sample grid at step {} (training goes on; the checkpoint is written): {e}",
+                r.step
+            ));
+        }
     }
 
     fn on_checkpoint(&mut self, step: usize, path: &Path, seconds: f64) -> Result<(), RunError> {

@@ -30,12 +30,14 @@ pub struct TrainArgs {
     /// Experiment config; its `[data]` table says which dataset, `[classifier]` how to train.
     #[arg(long)]
     pub config: PathBuf,
-    /// Output folder [default: <data root>/classifier, where `ember eval` looks for it].
+    /// Output folder [default: <data root>.classifier, beside the data folder, where `ember eval`
+    /// looks for it]. Must be missing, empty, or a classifier folder Ember made: Ember never
+    /// replaces a folder it did not make.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Train a noise-aware classifier for classifier guidance instead: on images noised by the
     /// config's `[diffusion]` process at uniformly drawn timesteps, with the timestep as an
-    /// extra input [default output: <data root>/classifier-noisy].
+    /// extra input [default output: <data root>.classifier-noisy].
     #[arg(long)]
     pub noisy: bool,
     /// Epochs, overriding `classifier.epochs` of the config.
@@ -73,6 +75,8 @@ fn train(args: TrainArgs) -> Result<()> {
             default_dir(&root)
         }
     });
+    // Refused before the data is read or anything trains.
+    Classifier::check_destination(&out)?;
     let c = &config.classifier;
     println!(
         "training the {}classifier on {} ({} training, {} test images; fingerprint {fingerprint}) for {} epochs, batch {}, lr {}",

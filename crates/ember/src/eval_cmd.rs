@@ -57,7 +57,7 @@ pub struct EvalArgs {
     /// Checkpoint folder [default: the run's latest].
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    /// Classifier folder written by `ember classifier train` [default: <data root>/classifier].
+    /// Classifier folder written by `ember classifier train` [default: <data root>.classifier].
     #[arg(long)]
     pub classifier: Option<PathBuf>,
     /// Output folder [default: <run>/eval].
@@ -77,7 +77,7 @@ pub struct EvalArgs {
     /// guides the unconditional model by the classifier alone); see `ember sample --help`.
     #[arg(long)]
     pub classifier_guidance: Option<f64>,
-    /// The noise-aware classifier of --classifier-guidance [default: <data root>/classifier-noisy].
+    /// The noise-aware classifier of --classifier-guidance [default: <data root>.classifier-noisy].
     #[arg(long, requires = "classifier_guidance")]
     pub guidance_classifier: Option<PathBuf>,
     /// Weights of the FID network
@@ -100,12 +100,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&eta) {
         bail!("--eta must be in [0, 1]");
     }
+    check_sizes(&args, &config)?;
 
     // The classifier, checked against the run's training data.
     let root = config.data.resolved_root();
     let run_config = run_dir.config_path();
     let hint = run_config.display().to_string();
-    let classifier_dir = args.classifier.unwrap_or_else(|| default_dir(&root));
+    let classifier_dir = match args.classifier {
+        Some(dir) => dir,
+        None => default_classifier(&root, false)?,
+    };
     let device = select_device(args.device.into())?;
     let classifier = Classifier::load(&classifier_dir, &device, &hint)?;
     if classifier.meta().noise.is_some() {
@@ -140,9 +144,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let guidance_classifier = match args.classifier_guidance {
         Some(scale) => {
-            let dir = args.guidance_classifier.clone().unwrap_or_else(|| {
-                ember_eval::classifier::default_noisy_dir(&config.data.resolved_root())
-            });
+            let dir = match args.guidance_classifier.clone() {
+                Some(dir) => dir,
+                None => default_classifier(&config.data.resolved_root(), true)?,
+            };
             let c = crate::load_noisy_classifier(&dir, &run_dir, &config, &device)?;
             Some((c, scale))
         }
@@ -318,4 +323,63 @@ pub fn run(args: EvalArgs) -> Result<()> {
 
 fn fid_text(fid: Option<f64>) -> String {
     fid.map(|f| format!(", FID {f:.4}")).unwrap_or_default()
+}
+
+/// Most samples one eval scores per scale: their features (and the real images' of the FD
+/// reference) are held in memory.
+const MAX_EVAL_SAMPLES: usize = 1_000_000;
+
+/// Bounds the sizes a user gives before anything is allocated.
+fn check_sizes(args: &EvalArgs, config: &ember_config::ExperimentConfig) -> Result<()> {
+    let classes = config.model.num_classes;
+    let total = args.samples_per_class.saturating_mul(classes);
+    if args.samples_per_class == 0 || total > MAX_EVAL_SAMPLES {
+        bail!(
+            "--samples-per-class must be at least 1 and give at most {MAX_EVAL_SAMPLES} samples per scale over the model's {classes} classes, got {}",
+            args.samples_per_class
+        );
+    }
+    let max_batch = ember_config::limits::MAX_BATCH_SIZE;
+    if args.batch_size == 0 || args.batch_size > max_batch {
+        bail!(
+            "--batch-size must be in 1..={max_batch}, got {}",
+            args.batch_size
+        );
+    }
+    if args.grid_columns == 0 || args.grid_columns > ember_config::limits::MAX_PER_CLASS {
+        bail!(
+            "--grid-columns must be in 1..={}, got {}",
+            ember_config::limits::MAX_PER_CLASS,
+            args.grid_columns
+        );
+    }
+    for &scale in &args.guidance {
+        ember_config::check_guidance_scale("--guidance", scale)
+            .map_err(|e| anyhow::anyhow!("--guidance: {}", e.message))?;
+    }
+    crate::check_memory(
+        ember_model::memory::sampling_bytes(&config.model, args.batch_size),
+        &format!("sampling --batch-size {} images at a time", args.batch_size),
+        "lower --batch-size",
+    )
+}
+
+/// The default classifier folder of a data folder, with the way out when only a classifier in
+/// the old place (inside the data folder) exists.
+pub(crate) fn default_classifier(root: &std::path::Path, noisy: bool) -> Result<PathBuf> {
+    let dir = if noisy {
+        ember_eval::classifier::default_noisy_dir(root)
+    } else {
+        default_dir(root)
+    };
+    let legacy = ember_eval::classifier::legacy_dir(root, noisy);
+    if !dir.exists() && legacy.join(ember_eval::classifier::META_FILE).is_file() {
+        bail!(
+            "no classifier in {}: classifiers now live beside the data folder, not inside it (where an image-folder reader takes them for a class). Move yours with `mv {} {}`",
+            dir.display(),
+            legacy.display(),
+            dir.display()
+        );
+    }
+    Ok(dir)
 }

@@ -84,8 +84,9 @@ enum Command {
         #[arg(long)]
         guidance: Option<f64>,
         /// Class to sample, by number or by name as in the run's classes.txt (repeat or
-        /// comma-separate for several rows) [default: every class].
-        #[arg(long = "class", value_delimiter = ',')]
+        /// comma-separate for several rows; a value that is itself a class name, commas and
+        /// all, means that class) [default: every class].
+        #[arg(long = "class")]
         classes: Vec<String>,
         /// Class (number or name) whose prediction replaces the unconditional branch
         /// (negative prompting).
@@ -134,7 +135,7 @@ enum Command {
         #[arg(long)]
         classifier_guidance: Option<f64>,
         /// The noise-aware classifier of --classifier-guidance
-        /// [default: <data root>/classifier-noisy, from `ember classifier train --noisy`].
+        /// [default: <data root>.classifier-noisy, from `ember classifier train --noisy`].
         #[arg(long, requires = "classifier_guidance")]
         guidance_classifier: Option<PathBuf>,
         /// Inpainting: a PNG/JPEG mask of the --init image; white (> 127) is regenerated, the
@@ -330,10 +331,7 @@ fn run(cli: Cli) -> Result<()> {
                 request.guidance.scale = g;
             }
             if !classes.is_empty() {
-                request.classes = classes
-                    .iter()
-                    .map(|c| resolve_class(c, &names, &run_dir, "--class"))
-                    .collect::<Result<_>>()?;
+                request.classes = resolve_classes(&classes, &names, &run_dir)?;
             }
             request.guidance.negative_class = negative_class
                 .map(|c| resolve_class(&c, &names, &run_dir, "--negative-class"))
@@ -362,9 +360,10 @@ fn run(cli: Cli) -> Result<()> {
             let weights = if raw { Weights::Raw } else { Weights::Ema };
             let device = select_device(device.into())?;
             if let Some(scale) = classifier_guidance {
-                let dir = guidance_classifier.unwrap_or_else(|| {
-                    ember_eval::classifier::default_noisy_dir(&config.data.resolved_root())
-                });
+                let dir = match guidance_classifier {
+                    Some(dir) => dir,
+                    None => eval_cmd::default_classifier(&config.data.resolved_root(), true)?,
+                };
                 let classifier = load_noisy_classifier(&dir, &run_dir, &config, &device)?;
                 request.guidance.classifier = Some((std::sync::Arc::new(classifier), scale));
             }
@@ -470,18 +469,45 @@ fn load_init(
 }
 
 /// The class names of a run: its classes.txt, or numbers for runs written before it existed.
+/// A classes.txt with another number of lines than the model has classes is refused: picking
+/// classes by name from it would select the wrong rows.
 fn class_names(run: &RunDir, config: &ExperimentConfig) -> Result<Vec<String>> {
-    Ok(run.class_names()?.unwrap_or_else(|| {
-        (0..config.model.num_classes)
-            .map(|i| i.to_string())
-            .collect()
-    }))
+    let n = config.model.num_classes;
+    match run.class_names()? {
+        Some(names) if names.len() != n => bail!(
+            "{} lists {} class names, but the run's model has {n} classes; the file is damaged",
+            run.classes_path().display(),
+            names.len()
+        ),
+        Some(names) => Ok(names),
+        None => Ok((0..n).map(|i| i.to_string()).collect()),
+    }
+}
+
+/// The `--class` values: each one a class name or number, or a comma-separated list of them.
+/// A value that names a class as a whole is that class, so names with commas stay selectable.
+fn resolve_classes(given: &[String], names: &[String], run: &RunDir) -> Result<Vec<usize>> {
+    let mut classes = Vec::new();
+    for value in given {
+        if let Some(i) = names.iter().position(|n| class_key(n) == class_key(value)) {
+            classes.push(i);
+            continue;
+        }
+        for part in value.split(',') {
+            classes.push(resolve_class(part, names, run, "--class")?);
+        }
+    }
+    Ok(classes)
+}
+
+/// How class names compare: case-insensitive; spaces, `_` and `-` alike.
+fn class_key(s: &str) -> String {
+    s.trim().to_lowercase().replace([' ', '_'], "-")
 }
 
 /// A class given by name (case-insensitive; spaces, `_` and `-` alike) or by number.
 fn resolve_class(given: &str, names: &[String], run: &RunDir, flag: &str) -> Result<usize> {
-    let key = |s: &str| s.trim().to_lowercase().replace([' ', '_'], "-");
-    if let Some(i) = names.iter().position(|n| key(n) == key(given)) {
+    if let Some(i) = names.iter().position(|n| class_key(n) == class_key(given)) {
         return Ok(i);
     }
     if let Ok(i) = given.trim().parse::<usize>() {
@@ -513,8 +539,12 @@ fn check_request(request: &SampleRequest, config: &ExperimentConfig) -> Result<(
     if let Some(c) = request.guidance.negative_class.filter(|&c| c >= n) {
         bail!("--negative-class {c} is out of range: the model has classes 0..{n}");
     }
-    if request.per_class == 0 {
-        bail!("--per-class must be at least 1");
+    let max_per_class = ember_config::limits::MAX_PER_CLASS;
+    if request.per_class == 0 || request.per_class > max_per_class {
+        bail!(
+            "--per-class must be in 1..={max_per_class}, got {}",
+            request.per_class
+        );
     }
     let t = config.diffusion.timesteps;
     if request.options.steps == 0 || request.options.steps > t {
@@ -523,10 +553,14 @@ fn check_request(request: &SampleRequest, config: &ExperimentConfig) -> Result<(
     if !(0.0..=1.0).contains(&request.options.eta) {
         bail!("--eta must be in [0, 1]");
     }
-    if !request.guidance.scale.is_finite() {
-        bail!("--guidance must be a finite number");
-    }
-    Ok(())
+    ember_config::check_guidance_scale("--guidance", request.guidance.scale)
+        .map_err(|e| anyhow::anyhow!("--guidance: {}", e.message))?;
+    let rows = request.classes.len() * request.per_class;
+    check_memory(
+        ember_model::memory::sampling_bytes(&config.model, rows),
+        &format!("a grid of {rows} images (classes x --per-class)"),
+        "ask for fewer classes or a smaller --per-class",
+    )
 }
 
 fn write_sample_grid(
@@ -553,6 +587,7 @@ fn train(
 ) -> Result<()> {
     let mut config = ExperimentConfig::load(config_path)?;
     apply_overrides(&mut config, device, steps)?;
+    check_training_memory(&config, config_path)?;
     let device = select_device(config.train.device)?;
     let dataset = load_training_data(&config, config_path)?;
     let run_root = run_dir.unwrap_or_else(|| {
@@ -562,9 +597,11 @@ fn train(
             .unwrap_or_else(|| "run".into());
         PathBuf::from("runs").join(stem)
     });
-    let run = RunDir::create(&run_root, &config, overwrite)?;
-    run.write_class_names(dataset.class_names())?;
+    // Everything that can be refused has been checked and the model is built: only now does
+    // the run directory appear.
     let trainer = Trainer::new(config, &device);
+    let run = RunDir::create(&run_root, &trainer.config, overwrite)?;
+    run.write_class_names(dataset.class_names())?;
     run_training(trainer, dataset, &run, config_path)
 }
 
@@ -576,7 +613,8 @@ fn resume_training(
     device: Option<DeviceArg>,
     steps: Option<usize>,
 ) -> Result<()> {
-    let (run, saved) = RunDir::open(run_root)?;
+    let (mut run, saved) = RunDir::open(run_root)?;
+    run.lock_for_training()?;
     let mut config = match config_path {
         Some(path) => {
             let new = ExperimentConfig::load(path)?;
@@ -595,6 +633,7 @@ fn resume_training(
         None => saved,
     };
     apply_overrides(&mut config, device, steps)?;
+    check_training_memory(&config, &run.config_path())?;
     let device = select_device(config.train.device)?;
     let dataset = load_training_data(&config, &run.config_path())?;
     let (trainer, warnings) = run.resume(&config, &device)?;
@@ -607,6 +646,46 @@ fn resume_training(
     run.update_config(&config)?;
     println!("resuming {} at step {}", run.root().display(), trainer.step);
     run_training(trainer, dataset, &run, &run.config_path())
+}
+
+/// Refuses a config whose training step, or whose sample grids, would need more memory than
+/// the machine has: a clear error before anything is allocated or written, not an abort.
+fn check_training_memory(config: &ExperimentConfig, source: &Path) -> Result<()> {
+    let m = &config.model;
+    let step = ember_model::memory::training_bytes(m, config.train.batch_size);
+    check_memory(
+        step,
+        &format!(
+            "{}: one training step at train.batch_size = {}",
+            source.display(),
+            config.train.batch_size
+        ),
+        "lower train.batch_size, model.base_channels, model.image_size or model.attention_levels",
+    )?;
+    let grid_rows = m.num_classes * config.sample.per_class;
+    check_memory(
+        ember_model::memory::sampling_bytes(m, grid_rows),
+        &format!(
+            "{}: a sample grid of model.num_classes x sample.per_class = {grid_rows} images",
+            source.display()
+        ),
+        "lower sample.per_class",
+    )
+}
+
+/// Compares an estimate with the memory this machine has available.
+pub(crate) fn check_memory(needed: f64, what: &str, advice: &str) -> Result<()> {
+    use ember_model::memory::human_bytes;
+    if let Some(available) = ember_io::available_memory_bytes()
+        && needed > available as f64
+    {
+        bail!(
+            "{what} needs about {}, but this machine has {} available; {advice}",
+            human_bytes(needed),
+            human_bytes(available as f64)
+        );
+    }
+    Ok(())
 }
 
 fn apply_overrides(
@@ -677,8 +756,9 @@ fn run_training(
             summary.final_loss
         );
     }
-    let loss_plot = monitor.finish()?;
-    println!("loss curve: {}", loss_plot.display());
+    if let Some(loss_plot) = monitor.finish() {
+        println!("loss curve: {}", loss_plot.display());
+    }
     if config.log.tensorboard {
         println!(
             "TensorBoard: tensorboard --logdir {}",
