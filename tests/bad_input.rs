@@ -149,6 +149,22 @@ fn sample_args(dir: &Path, run: &Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// `dir/name`: a safetensors file whose 8-byte header length is `n` (the true length when
+/// `None`), followed by `header` and no tensor data.
+fn crafted_safetensors(dir: &Path, name: &str, n: Option<u64>, header: &str) -> PathBuf {
+    let n = n.unwrap_or(header.len() as u64);
+    let mut bytes = n.to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// `ember compare` on the crafted file against itself.
+fn compare_args(crafted: &Path) -> Vec<String> {
+    vec!["compare".into(), s(crafted), s(crafted)]
+}
+
 const CASES: &[Case] = &[
     // --- the config file ---
     Case {
@@ -779,6 +795,71 @@ const CASES: &[Case] = &[
             ]
         },
         expect: &["cannot write", "file/grid.png"],
+    },
+    // --- safetensors weight files ---
+    Case {
+        name: "compare a file whose header length is near u64::MAX",
+        setup: |dir| {
+            // 8 + n wraps to 0: the old hand-written parser panicked here.
+            let path = crafted_safetensors(dir, "wrapped.safetensors", Some(u64::MAX - 7), "{}");
+            compare_args(&path)
+        },
+        expect: &[
+            "wrapped.safetensors: not a valid safetensors file",
+            "declare a 18446744073709551608-byte header, the file has 10 bytes",
+        ],
+    },
+    Case {
+        name: "compare a tensor whose shape product overflows",
+        setup: |dir| {
+            let header =
+                r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}"#;
+            let path = crafted_safetensors(dir, "huge.safetensors", None, header);
+            compare_args(&path)
+        },
+        expect: &["huge.safetensors: not a valid safetensors file", "overflow"],
+    },
+    Case {
+        name: "compare a truncated file",
+        setup: |dir| {
+            let header = r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+            let path = crafted_safetensors(dir, "short.safetensors", None, header);
+            compare_args(&path)
+        },
+        expect: &[
+            "short.safetensors: not a valid safetensors file",
+            "truncated?",
+        ],
+    },
+    Case {
+        name: "compare a tensor of another dtype",
+        setup: |dir| {
+            let header = r#"{"w":{"dtype":"F16","shape":[0],"data_offsets":[0,0]}}"#;
+            let path = crafted_safetensors(dir, "half.safetensors", None, header);
+            compare_args(&path)
+        },
+        expect: &["half.safetensors: tensor `w`: dtype F16, expected F32"],
+    },
+    Case {
+        name: "sample with crafted --weights",
+        setup: |dir| {
+            let run = trained_run(dir);
+            let path = crafted_safetensors(dir, "w.safetensors", Some(u64::MAX), "{}");
+            sample_args(dir, &run, &["--weights", &s(&path)])
+        },
+        expect: &[
+            "w.safetensors: not a valid safetensors file",
+            "header too large",
+        ],
+    },
+    Case {
+        name: "sample with --weights missing a tensor",
+        setup: |dir| {
+            let run = trained_run(dir);
+            let path = crafted_safetensors(dir, "empty.safetensors", None, "{}");
+            sample_args(dir, &run, &["--weights", &s(&path)])
+        },
+        expect: &["empty.safetensors: tensor `", "missing from the file"],
     },
 ];
 

@@ -47,10 +47,8 @@ fn main() {
 
     let device = Device::flex();
     let model = InceptionFid::load(&weights, &device).unwrap_or_else(|e| fail(&e.to_string()));
-    let bytes = std::fs::read(&reference)
-        .unwrap_or_else(|e| fail(&format!("{}: {e}", reference.display())));
-    let tensors = ember_model::weights::parse_safetensors(&bytes, &reference)
-        .unwrap_or_else(|e| fail(&e.to_string()));
+    let tensors =
+        ember_model::weights::read_safetensors(&reference).unwrap_or_else(|e| fail(&e.to_string()));
     let batches: Vec<String> = tensors
         .keys()
         .filter_map(|k| k.strip_suffix(".images").map(str::to_string))

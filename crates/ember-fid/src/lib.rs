@@ -40,7 +40,9 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
-use ember_model::weights::{TensorMap, WeightsError, parse_safetensors};
+use ember_model::weights::{
+    MAX_FILE_BYTES, TensorMap, WeightsError, parse_metadata, parse_safetensors, read_bounded,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -191,12 +193,9 @@ impl InceptionFid {
     /// each conv's stride and padding must match the built-in architecture.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self, Error> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = read_bounded(path, MAX_FILE_BYTES)?;
         let tensors = parse_safetensors(&bytes, path)?;
-        check_conv_config(&bytes, path)?;
+        check_conv_config(&parse_metadata(&bytes, path)?, path)?;
         Self::from_tensors(tensors, path, device)
     }
 
@@ -472,18 +471,12 @@ pub fn resize_bilinear(x: Tensor<4>, out_h: usize, out_w: usize) -> Tensor<4> {
 
 /// Checks the optional `__metadata__.conv_config` (`{"layer": [stride, pad_h, pad_w]}`, a JSON
 /// string) against [`architecture`].
-fn check_conv_config(bytes: &[u8], path: &Path) -> Result<(), Error> {
+fn check_conv_config(metadata: &HashMap<String, String>, path: &Path) -> Result<(), Error> {
     let bad = |message: String| Error::Metadata {
         path: path.to_path_buf(),
         message,
     };
-    // parse_safetensors has validated the header already.
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let header: serde_json::Value = match serde_json::from_slice(&bytes[8..8 + n]) {
-        Ok(h) => h,
-        Err(e) => return Err(bad(e.to_string())),
-    };
-    let Some(config) = header["__metadata__"]["conv_config"].as_str() else {
+    let Some(config) = metadata.get("conv_config") else {
         return Ok(());
     };
     let config: HashMap<String, Vec<usize>> =

@@ -769,12 +769,8 @@ fn run_training(
 }
 
 fn compare(a: &Path, b: &Path) -> Result<()> {
-    use ember_model::weights::parse_safetensors;
-    let read = |p: &Path| -> Result<_> {
-        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-        Ok(parse_safetensors(&bytes, p)?)
-    };
-    let (ta, tb) = (read(a)?, read(b)?);
+    use ember_model::weights::read_safetensors;
+    let (ta, tb) = (read_safetensors(a)?, read_safetensors(b)?);
     if ta.keys().ne(tb.keys()) {
         bail!(
             "{} and {} hold different tensor names",
