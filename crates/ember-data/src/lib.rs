@@ -327,6 +327,9 @@ fn read_idx_split(
             ),
         ));
     }
+    // Images of another size are fitted to the model's: the same bounds as image files.
+    fit::check_fittable(images.dims[2] as u64, images.dims[1] as u64)
+        .map_err(|m| invalid(&images_path, format!("images of {m}")))?;
     if let Some((i, &l)) = labels
         .data
         .iter()
@@ -532,6 +535,21 @@ mod tests {
         let err = load_idx(&dir, 3, 0).unwrap_err().to_string();
         assert!(err.contains("record 3 has label 3"), "{err}");
         assert!(err.contains("train-labels-idx1-ubyte"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn idx_images_of_an_odd_shape_are_refused_before_fitting() {
+        // [2, 1, 4000]: fitting 1-pixel rows to 4 would stretch them to 4 x 16000.
+        let dir = fixture_dir("odd-shape", 2, 1);
+        let images = dir.join("train-images-idx3-ubyte");
+        std::fs::write(&images, encode_idx(&[2, 1, 4000], &[0; 8000])).unwrap();
+        let err = load_idx(&dir, 2, 0).unwrap_err().to_string();
+        assert!(err.contains("train-images-idx3-ubyte"), "{err}");
+        assert!(
+            err.contains("images of 4000 x 1 pixels") && err.contains("aspect ratio 4000:1"),
+            "{err}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
