@@ -1,7 +1,8 @@
 //! Reader for an image folder: one sub-folder per class, each holding PNG or JPEG files.
 //!
 //! Classes are the sub-folder names in byte order (label 0 = the first), as torchvision's
-//! `ImageFolder` numbers them.
+//! `ImageFolder` numbers them; a name must be UTF-8 without control characters, since it
+//! becomes one line of a run's `classes.txt`. Hidden entries are skipped.
 //!
 //! Every file is checked and decoded before training starts, so a corrupt image is reported by
 //! name before anything is written. Memory stays bounded whatever the files claim:
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 pub const DECODE_BUDGET: u64 = 256 << 20;
 
 /// The class sub-folders of `root`, sorted. Hidden entries and plain files beside them are
-/// ignored.
+/// ignored; a name that is not UTF-8 or holds a control character is an error.
 pub fn class_folders(root: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
     let entries = std::fs::read_dir(root).map_err(|source| DataError::Io {
         path: root.to_path_buf(),
@@ -39,10 +40,12 @@ pub fn class_folders(root: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
             path: root.to_path_buf(),
             source,
         })?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with('.') && entry.path().is_dir() {
-            classes.push((name, entry.path()));
+        let path = entry.path();
+        let os_name = entry.file_name();
+        if os_name.as_encoded_bytes().starts_with(b".") || !path.is_dir() {
+            continue;
         }
+        classes.push((class_name(root, &os_name)?, path));
     }
     classes.sort();
     if classes.is_empty() {
@@ -54,6 +57,28 @@ pub fn class_folders(root: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
         });
     }
     Ok(classes)
+}
+
+/// The class name of a sub-folder of `root`: its name, if it can be one line of `classes.txt`.
+fn class_name(root: &Path, name: &std::ffi::OsStr) -> Result<String, DataError> {
+    let invalid = |message: String| DataError::Invalid {
+        path: root.to_path_buf(),
+        message,
+    };
+    let Some(name) = name.to_str() else {
+        return Err(invalid(format!(
+            "class folder {:?} has a name that is not valid UTF-8; expected class folder names \
+             in UTF-8 (rename it)",
+            name.to_string_lossy()
+        )));
+    };
+    if name.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "class folder {name:?} has a control character in its name; expected printable \
+             class names, one line each in classes.txt (rename it)"
+        )));
+    }
+    Ok(name.to_string())
 }
 
 /// The image files of one class folder, sorted; anything but a file is an error.
@@ -358,6 +383,40 @@ mod tests {
         std::fs::write(&edge, encode_black_png(1, 16, 8)).unwrap();
         assert_eq!(decode_file(&edge, 3, 4).unwrap(), vec![0; 3 * 16]);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn class_dirs(root: &Path, names: &[&std::ffi::OsStr]) {
+        for name in names {
+            let folder = root.join(name);
+            std::fs::create_dir_all(&folder).unwrap();
+            std::fs::write(folder.join("0.png"), encode_black_png(4, 4, 8)).unwrap();
+        }
+    }
+
+    #[test]
+    fn class_name_with_a_newline_is_refused() {
+        // Would add a line to classes.txt and shift every later class by one.
+        let root = temp("newline");
+        class_dirs(&root, &["a\nb".as_ref(), "c".as_ref(), "d".as_ref()]);
+        let err = class_folders(&root).unwrap_err().to_string();
+        assert!(err.contains(r#"class folder "a\nb""#), "{err}");
+        assert!(err.contains("control character"), "{err}");
+        assert!(err.contains(&root.display().to_string()), "{err}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn class_name_that_is_not_utf8_is_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let root = temp("latin1");
+        class_dirs(
+            &root,
+            &[std::ffi::OsStr::from_bytes(b"caf\xe9"), "tea".as_ref()],
+        );
+        let err = class_folders(&root).unwrap_err().to_string();
+        assert!(err.contains("class folder \"caf\u{fffd}\""), "{err}");
+        assert!(err.contains("not valid UTF-8"), "{err}");
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
