@@ -2,7 +2,8 @@
 //!
 //! Classes are the sub-folder names in byte order (label 0 = the first), as torchvision's
 //! `ImageFolder` numbers them; a name must be UTF-8 without control characters, since it
-//! becomes one line of a run's `classes.txt`. Hidden entries are skipped.
+//! becomes one line of a run's `classes.txt`. Hidden entries and folders Ember made
+//! ([`ember_io::is_owned_by_ember`], e.g. a classifier saved under the data root) are skipped.
 //!
 //! Every file is checked and decoded before training starts, so a corrupt image is reported by
 //! name before anything is written. Memory stays bounded whatever the files claim:
@@ -27,8 +28,8 @@ use std::path::{Path, PathBuf};
 /// decoded one at a time, so loading stays well under 1 GiB on any number of cores.
 pub const DECODE_BUDGET: u64 = 256 << 20;
 
-/// The class sub-folders of `root`, sorted. Hidden entries and plain files beside them are
-/// ignored; a name that is not UTF-8 or holds a control character is an error.
+/// The class sub-folders of `root`, sorted. Hidden entries, plain files beside them and folders
+/// Ember made are ignored; a name that is not UTF-8 or holds a control character is an error.
 pub fn class_folders(root: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
     let entries = std::fs::read_dir(root).map_err(|source| DataError::Io {
         path: root.to_path_buf(),
@@ -42,7 +43,10 @@ pub fn class_folders(root: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
         })?;
         let path = entry.path();
         let os_name = entry.file_name();
-        if os_name.as_encoded_bytes().starts_with(b".") || !path.is_dir() {
+        if os_name.as_encoded_bytes().starts_with(b".")
+            || !path.is_dir()
+            || ember_io::is_owned_by_ember(&path)
+        {
             continue;
         }
         classes.push((class_name(root, &os_name)?, path));
@@ -416,6 +420,26 @@ mod tests {
         let err = class_folders(&root).unwrap_err().to_string();
         assert!(err.contains("class folder \"caf\u{fffd}\""), "{err}");
         assert!(err.contains("not valid UTF-8"), "{err}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn folders_ember_made_are_not_classes() {
+        // A classifier saved under the data root: Ember's marker, files that are not images.
+        let root = temp("marked");
+        class_dirs(&root, &["ant".as_ref(), "bee".as_ref()]);
+        let classifier = root.join("classifier");
+        std::fs::create_dir_all(&classifier).unwrap();
+        std::fs::write(classifier.join(ember_io::MARKER_FILE), "ember classifier\n").unwrap();
+        std::fs::write(classifier.join("model.mpk"), "weights").unwrap();
+        let names: Vec<String> = class_folders(&root)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["ant", "bee"]);
+        let decoded = read_folder(&root, 1, 4, 2).unwrap();
+        assert_eq!(decoded.labels, [0, 1]);
         std::fs::remove_dir_all(root).unwrap();
     }
 
