@@ -50,6 +50,15 @@ impl From<std::io::Error> for Failure {
 /// Reads an unsigned-byte IDX file (raw or gzipped), checking that its size matches its
 /// header exactly.
 pub fn read_idx(path: &Path) -> Result<IdxArray, IdxError> {
+    read_idx_with(path, |_| Ok(()))
+}
+
+/// [`read_idx`] with the caller's check of the dimensions (a shape, a bound), run on the
+/// header before any data is read; its error says what was expected.
+pub fn read_idx_with(
+    path: &Path,
+    check_dims: impl FnOnce(&[usize]) -> Result<(), String>,
+) -> Result<IdxArray, IdxError> {
     let io = |source| IdxError::Io {
         path: path.to_path_buf(),
         source,
@@ -63,14 +72,14 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, IdxError> {
     let mut reader = BufReader::new(file);
     if reader.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]) {
         let mut gz = flate2::read::GzDecoder::new(reader);
-        read_idx_from(&mut gz, None).map_err(|failure| match failure {
+        read_idx_from(&mut gz, None, check_dims).map_err(|failure| match failure {
             Failure::Format(message) => format(message),
             Failure::Io(e) => format(format!(
                 "gzip stream is damaged ({e}); expected a gzipped IDX file"
             )),
         })
     } else {
-        read_idx_from(&mut reader, Some(len)).map_err(|failure| match failure {
+        read_idx_from(&mut reader, Some(len), check_dims).map_err(|failure| match failure {
             Failure::Format(message) => format(message),
             Failure::Io(e) => io(e),
         })
@@ -87,9 +96,11 @@ pub fn find_idx_file(root: &Path, name: &str) -> Option<PathBuf> {
 
 /// Parses IDX bytes; the error says what was expected.
 pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
-    read_idx_from(&mut &bytes[..], Some(bytes.len() as u64)).map_err(|failure| match failure {
-        Failure::Format(message) => message,
-        Failure::Io(e) => e.to_string(),
+    read_idx_from(&mut &bytes[..], Some(bytes.len() as u64), |_| Ok(())).map_err(|failure| {
+        match failure {
+            Failure::Format(message) => message,
+            Failure::Io(e) => e.to_string(),
+        }
     })
 }
 
@@ -107,9 +118,14 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> 
     Ok(filled)
 }
 
-/// Reads an IDX stream: header, declared size checked (against [`MAX_IDX_BYTES`] and, when
-/// known, the stream's `total_len`), then exactly the declared data and a probe for more.
-fn read_idx_from(reader: &mut impl Read, total_len: Option<u64>) -> Result<IdxArray, Failure> {
+/// Reads an IDX stream: header, dimensions checked (declared size against [`MAX_IDX_BYTES`],
+/// then `check_dims`, then against the stream's `total_len` when known), then exactly the
+/// declared data and a probe for more.
+fn read_idx_from(
+    reader: &mut impl Read,
+    total_len: Option<u64>,
+    check_dims: impl FnOnce(&[usize]) -> Result<(), String>,
+) -> Result<IdxArray, Failure> {
     let bad = |message: String| Err(Failure::Format(message));
     let mut head = [0u8; 4];
     let found = read_up_to(reader, &mut head)?;
@@ -152,10 +168,11 @@ fn read_idx_from(reader: &mut impl Read, total_len: Option<u64>) -> Result<IdxAr
     };
     if expected > MAX_IDX_BYTES {
         return bad(format!(
-            "dimensions {dims:?} declare {expected} bytes of data; expected at most {MAX_IDX_BYTES} \
+            "dimensions {dims:?} declare {expected} bytes of data; expected at most {MAX_IDX_BYTES} bytes \
              (1 GiB, Ember's bound for one IDX file)"
         ));
     }
+    check_dims(&dims).map_err(Failure::Format)?;
     let truncated = |found: u64| {
         bad(format!(
             "truncated data: dimensions {dims:?} need {expected} bytes after the header, found {found}"
@@ -220,9 +237,11 @@ pub fn gzip_with_zeros(prefix: &[u8], zeros: u64) -> Vec<u8> {
     let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
     out.extend(deflate(prefix));
     let full = deflate(&chunk);
+    let mut chunk_crc = flate2::Crc::new();
+    chunk_crc.update(&chunk);
     for _ in 0..zeros / CHUNK {
         out.extend_from_slice(&full);
-        crc.update(&chunk);
+        crc.combine(&chunk_crc);
     }
     let rest = &chunk[..(zeros % CHUNK) as usize];
     out.extend(deflate(rest));
@@ -358,7 +377,7 @@ mod tests {
             inner: flate2::read::GzDecoder::new(&bomb[..]),
             read: 0,
         };
-        let Err(Failure::Format(err)) = read_idx_from(&mut inflated, None) else {
+        let Err(Failure::Format(err)) = read_idx_from(&mut inflated, None, |_| Ok(())) else {
             panic!("a stream longer than declared was accepted");
         };
         assert!(err.contains("unexpected trailing bytes"), "{err}");
@@ -392,7 +411,11 @@ mod tests {
     fn trailing_data_in_a_gzipped_file_is_refused() {
         let mut raw = encode_idx(&[2, 3], &[5; 6]);
         raw.extend([1, 2, 3, 4]);
-        let err = match read_idx_from(&mut flate2::read::GzDecoder::new(&gzip(&raw)[..]), None) {
+        let err = match read_idx_from(
+            &mut flate2::read::GzDecoder::new(&gzip(&raw)[..]),
+            None,
+            |_| Ok(()),
+        ) {
             Err(Failure::Format(message)) => message,
             _ => panic!("trailing bytes in a gzipped file were accepted"),
         };
