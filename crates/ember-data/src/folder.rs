@@ -185,18 +185,29 @@ fn decode_checked(
     channels: usize,
     size: usize,
 ) -> Result<Vec<u8>, DataError> {
+    let invalid = |message: String| DataError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let corrupt = |e| invalid(format!("corrupt {:?} image: {e}", header.format));
     let mut reader = open(path)?;
     reader.set_format(header.format);
-    // The checked bounds again, as hard limits, in case the file changed since its header was
-    // read.
+    // The decoder's own hard limits too: no side beyond what the checked bounds allow, and
+    // image's default cap of 512 MiB on what it allocates.
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     reader.limits(limits);
-    let image = reader.decode().map_err(|e| DataError::Invalid {
-        path: path.to_path_buf(),
-        message: format!("corrupt {:?} image: {e}", header.format),
-    })?;
+    let decoder = reader.into_decoder().map_err(corrupt)?;
+    // The file may have been replaced since its header was checked.
+    let (width, height) = decoder.dimensions();
+    if (width, height) != (header.width, header.height) {
+        return Err(invalid(format!(
+            "changed while it was read: {width} x {height} pixels, {} x {} when first read",
+            header.width, header.height
+        )));
+    }
+    let image = image::DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     // `into_*` moves the buffer when it already has the wanted layout; otherwise the decoder's
     // output is dropped as soon as the 8-bit copy exists.
     Ok(if channels == 1 {
