@@ -3,14 +3,18 @@
 //! expected, and must leave nothing behind (no run directory, no output file).
 //!
 //! Every case builds its own small fixture in a fresh folder; one test runs them all and lists
-//! every case that misbehaves.
+//! every case that misbehaves. Hostile files (images and streams that claim gigabytes) have a
+//! table of their own, run under an address-space limit so a regression fails fast instead of
+//! exhausting the machine.
 
 mod common;
 
 use common::*;
 use ember_config::ExperimentConfig;
-use ember_data::idx::encode_idx;
+use ember_data::folder::encode_black_png;
+use ember_data::idx::{encode_idx, gzip_with_zeros};
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use toml::Value;
 
 /// One malformed input: `setup` builds the fixture in a folder and returns the arguments;
@@ -163,6 +167,31 @@ fn crafted_safetensors(dir: &Path, name: &str, n: Option<u64>, header: &str) -> 
 /// `ember compare` on the crafted file against itself.
 fn compare_args(crafted: &Path) -> Vec<String> {
     vec!["compare".into(), s(crafted), s(crafted)]
+}
+
+/// The IDX fixture with the images replaced by a gzipped file holding `prefix` and then
+/// `zeros` zero bytes.
+fn idx_gz_images_case(dir: &Path, prefix: &[u8], zeros: u64) -> Vec<String> {
+    let args = idx_case(dir, &[]);
+    let raw = dir.join("data/train-images-idx3-ubyte");
+    std::fs::remove_file(&raw).unwrap();
+    std::fs::write(raw.with_extension("gz"), gzip_with_zeros(prefix, zeros)).unwrap();
+    args
+}
+
+/// An IDX header (unsigned bytes) with these dimensions.
+fn idx_header(dims: &[u32]) -> Vec<u8> {
+    let mut bytes = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        bytes.extend(d.to_be_bytes());
+    }
+    bytes
+}
+
+/// A PNG of 1 x 8,000,000 black pixels (a few KB): fitting it to the model's size used to
+/// resize it to 224M x 28 pixels.
+fn tall_png(path: &Path) {
+    std::fs::write(path, encode_black_png(1, 8_000_000, 8)).unwrap();
 }
 
 const CASES: &[Case] = &[
@@ -403,6 +432,37 @@ const CASES: &[Case] = &[
         },
         expect: &["train-images-idx3-ubyte.gz", "gzip stream is damaged"],
     },
+    Case {
+        name: "gzipped IDX with trailing data",
+        setup: |dir| {
+            let args = idx_case(dir, &[]);
+            let path = dir.join("data/train-labels-idx1-ubyte");
+            std::fs::remove_file(&path).unwrap();
+            let mut labels = encode_idx(&[64], &[1; 64]);
+            labels.extend([0; 3]);
+            std::fs::write(path.with_extension("gz"), gzip_with_zeros(&labels, 0)).unwrap();
+            args
+        },
+        expect: &[
+            "train-labels-idx1-ubyte.gz",
+            "unexpected trailing bytes after the 64 bytes",
+        ],
+    },
+    Case {
+        name: "IDX header declaring a terabyte",
+        setup: |dir| {
+            idx_file_case(
+                dir,
+                "train-images-idx3-ubyte",
+                idx_header(&[100_000, 100_000, 100]),
+            )
+        },
+        expect: &[
+            "train-images-idx3-ubyte",
+            "declare 1000000000000 bytes",
+            "expected at most 1073741824",
+        ],
+    },
     // --- CIFAR-10 batches ---
     Case {
         name: "CIFAR batch of the wrong length",
@@ -443,6 +503,20 @@ const CASES: &[Case] = &[
             args
         },
         expect: &["missing data_batch_*.bin", "datasets/README.md"],
+    },
+    Case {
+        name: "CIFAR class name with a control character",
+        setup: |dir| {
+            let args = cifar_case(dir, &[]);
+            let names = "airplane\nauto\x1bmobile\nbird\n";
+            std::fs::write(dir.join("data/batches.meta.txt"), names).unwrap();
+            args
+        },
+        expect: &[
+            "batches.meta.txt",
+            "line 2",
+            r#""auto\u{1b}mobile" has a control character"#,
+        ],
     },
     Case {
         name: "CIFAR with 1 channel",
@@ -526,6 +600,30 @@ const CASES: &[Case] = &[
             args
         },
         expect: &["data/a/nested", "expected only PNG or JPEG files"],
+    },
+    Case {
+        name: "class folder name with a newline",
+        setup: |dir| {
+            // Would be two lines of classes.txt: `--class c` would sample folder `d`.
+            let args = folder_case(dir);
+            write_image_folder(&dir.join("data"), &["a\nb", "c", "d"], 1);
+            args
+        },
+        expect: &["data", r#"class folder "a\nb""#, "control character"],
+    },
+    Case {
+        name: "class folder name not in UTF-8",
+        setup: |dir| {
+            use std::os::unix::ffi::OsStrExt;
+            let args = folder_case(dir);
+            let latin1 = dir
+                .join("data")
+                .join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+            std::fs::create_dir_all(&latin1).unwrap();
+            std::fs::copy(dir.join("data/a/000.png"), latin1.join("000.png")).unwrap();
+            args
+        },
+        expect: &["class folder \"caf\u{fffd}\"", "not valid UTF-8"],
     },
     Case {
         name: "class folders vs num_classes",
@@ -901,22 +999,94 @@ fn tree_changes(
     changes
 }
 
-#[test]
-fn every_bad_input_exits_2_with_a_clear_message_and_writes_nothing() {
-    assert!(CASES.len() >= 30, "the issue asks for at least 30 cases");
-    let root = workdir("bad-input");
+/// The address space the hostile cases run in: 2 GiB. A small run needs about 150 MiB (see
+/// [`ember_within`]); each hole these cases reproduce tried to allocate 4-7 GB.
+const ADDRESS_SPACE: u64 = 2 << 30;
+
+/// Inputs that claim far more memory than their size: each must be refused from its header.
+const HOSTILE_CASES: &[Case] = &[
+    Case {
+        name: "image folder with a PNG of 1 x 8,000,000 pixels",
+        setup: |dir| {
+            let args = folder_case(dir);
+            tall_png(&dir.join("data/a/tall.png"));
+            args
+        },
+        expect: &[
+            "data/a/tall.png",
+            "1 x 8000000 pixels (width x height)",
+            "aspect ratio 8000000:1",
+            "expected at most 16:1",
+        ],
+    },
+    Case {
+        name: "image folder with two 1-bit PNGs of 23000 x 23000",
+        setup: |dir| {
+            let args = folder_case(dir);
+            let huge = encode_black_png(23_000, 23_000, 1);
+            for class in ["a", "b"] {
+                std::fs::write(dir.join("data").join(class).join("huge.png"), &huge).unwrap();
+            }
+            args
+        },
+        expect: &[
+            "data/a/huge.png",
+            "23000 x 23000 pixels",
+            "529.0 megapixels",
+            "expected at most 40 megapixels",
+        ],
+    },
+    Case {
+        name: "sample --init with a PNG of 1 x 8,000,000 pixels",
+        setup: |dir| {
+            let run = trained_run(dir);
+            let init = dir.join("tall.png");
+            tall_png(&init);
+            sample_args(dir, &run, &["--init", &s(&init)])
+        },
+        expect: &["--init", "tall.png", "aspect ratio 8000000:1"],
+    },
+    Case {
+        name: "IDX images of 1 x 8,000,000 pixels (gzipped)",
+        setup: |dir| {
+            let header = idx_header(&[2, 1, 8_000_000]);
+            let args = idx_gz_images_case(dir, &header, 16_000_000);
+            let labels = encode_idx(&[2], &[0, 1]);
+            std::fs::write(dir.join("data/train-labels-idx1-ubyte"), labels).unwrap();
+            args
+        },
+        expect: &[
+            "train-images-idx3-ubyte.gz",
+            "images of 8000000 x 1 pixels",
+            "aspect ratio 8000000:1",
+        ],
+    },
+    Case {
+        name: "gzip bomb: MNIST's header, then 4 GiB of zeros",
+        setup: |dir| idx_gz_images_case(dir, &idx_header(&[60_000, 28, 28]), 4 << 30),
+        expect: &[
+            "train-images-idx3-ubyte.gz",
+            "unexpected trailing bytes after the 47040000 bytes",
+        ],
+    },
+];
+
+/// Runs every case of a table in its own folder under `root` through `run`, and lists every
+/// case that misbehaves: another exit code than 2, a missing message fragment, no `error:` line,
+/// or anything written.
+fn misbehaving(cases: &[Case], root: &Path, run: impl Fn(&[&str]) -> Output) -> Vec<String> {
     let mut failures = Vec::new();
-    for (i, case) in CASES.iter().enumerate() {
+    for (i, case) in cases.iter().enumerate() {
         let dir = root.join(format!("{i:02}"));
         std::fs::create_dir_all(&dir).unwrap();
         let args = (case.setup)(&dir);
         let before = snapshot(&dir);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let result = ember(&refs);
+        let result = run(&refs);
         let message = text(&result);
         let mut problems = Vec::new();
         if result.status.code() != Some(2) {
-            problems.push(format!("exit code {:?}, expected 2", result.status.code()));
+            problems.push(format!("{}, expected exit code 2", result.status));
         }
         for fragment in case.expect {
             if !message.contains(fragment) {
@@ -949,11 +1119,36 @@ fn every_bad_input_exits_2_with_a_clear_message_and_writes_nothing() {
             ));
         }
     }
+    failures
+}
+
+#[test]
+fn every_bad_input_exits_2_with_a_clear_message_and_writes_nothing() {
+    assert!(CASES.len() >= 30, "the issue asks for at least 30 cases");
+    let root = workdir("bad-input");
+    // Every bad input is refused within the same address space as the hostile files.
+    let failures = misbehaving(CASES, &root, |args| ember_within(ADDRESS_SPACE, args));
     assert!(
         failures.is_empty(),
         "{} of {} cases misbehave:\n{}",
         failures.len(),
         CASES.len(),
+        failures.join("\n")
+    );
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn hostile_files_are_refused_within_a_2_gib_address_space() {
+    let root = workdir("hostile-input");
+    let failures = misbehaving(HOSTILE_CASES, &root, |args| {
+        ember_within(ADDRESS_SPACE, args)
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of {} hostile cases misbehave:\n{}",
+        failures.len(),
+        HOSTILE_CASES.len(),
         failures.join("\n")
     );
     std::fs::remove_dir_all(root).unwrap();

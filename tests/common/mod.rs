@@ -24,6 +24,35 @@ pub fn ember(args: &[&str]) -> Output {
         .expect("ember runs")
 }
 
+/// `ember` under an address-space limit of `bytes` (RLIMIT_AS), so a command that tries to
+/// allocate gigabytes fails at once instead of exhausting the machine. glibc is held to two
+/// malloc arenas (each reserves 64 MiB of address space), so the room a run needs does not grow
+/// with the core count; a small run on the smoke config needs about 150 MiB.
+pub fn ember_within(bytes: u64, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ember"));
+    command
+        .args(args)
+        .current_dir(manifest_dir())
+        .env("MALLOC_ARENA_MAX", "2");
+    let limit = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    // SAFETY: between fork and exec the closure only calls setrlimit, which is
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    command.output().expect("ember runs")
+}
+
 /// `ember train CONFIG --run-dir RUN`.
 pub fn train(config: &Path, run: &Path) -> Output {
     ember(&[

@@ -123,21 +123,44 @@ pub fn parse_batch(
     Ok(())
 }
 
-/// The class names from `batches.meta.txt` (one per line), or CIFAR-10's own when absent.
+/// The class names from `batches.meta.txt` (one per line, blank lines skipped), or CIFAR-10's
+/// own when absent. The file must be UTF-8 and the names free of control characters: each
+/// becomes one line of a run's `classes.txt`.
 fn class_names(root: &Path) -> Result<Vec<String>, DataError> {
     let path = root.join("batches.meta.txt");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect()),
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Ok(CLASS_NAMES.iter().map(|s| s.to_string()).collect())
+            return Ok(CLASS_NAMES.iter().map(|s| s.to_string()).collect());
         }
-        Err(source) => Err(DataError::Io { path, source }),
+        Err(source) => return Err(DataError::Io { path, source }),
+    };
+    parse_class_names(&bytes).map_err(|message| DataError::Invalid { path, message })
+}
+
+/// The class names of a `batches.meta.txt`; the error says which line is wrong and why.
+pub fn parse_class_names(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        format!(
+            "not UTF-8 text (invalid byte at offset {}); expected one class name per line",
+            e.valid_up_to()
+        )
+    })?;
+    let mut names = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let name = line.trim();
+        if name.chars().any(char::is_control) {
+            return Err(format!(
+                "line {}: class name {name:?} has a control character; expected printable class \
+                 names, one per line",
+                i + 1
+            ));
+        }
+        if !name.is_empty() {
+            names.push(name.to_string());
+        }
     }
+    Ok(names)
 }
 
 /// Encodes records as a CIFAR-10 batch file; used to build test fixtures.
@@ -179,5 +202,23 @@ mod tests {
         assert!(err.contains("record 1 has label 2"), "{err}");
         let err = parse_batch(&[], 10, &mut images, &mut labels).unwrap_err();
         assert!(err.contains("empty file"), "{err}");
+    }
+
+    #[test]
+    fn class_names_must_be_utf8_without_control_characters() {
+        assert_eq!(
+            parse_class_names(b"airplane\r\n\n  automobile \nbird\n").unwrap(),
+            ["airplane", "automobile", "bird"]
+        );
+        let err = parse_class_names(b"cat\ndo\x1bg\n").unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains(r#""do\u{1b}g""#),
+            "{err}"
+        );
+        let err = parse_class_names(b"cat\nd\xffg\n").unwrap_err();
+        assert!(
+            err.contains("not UTF-8") && err.contains("offset 5"),
+            "{err}"
+        );
     }
 }

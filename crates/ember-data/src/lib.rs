@@ -14,7 +14,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::prelude::*;
 use ember_config::{DataConfig, DataFormat, DatasetKind, ModelConfig};
-use idx::{IdxError, read_idx};
+use idx::{IdxError, read_idx_with};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -286,27 +286,29 @@ fn read_idx_split(
     };
     let images_path = find(images_name)?;
     let labels_path = find(labels_name)?;
-    let images = read_idx(&images_path)?;
-    let labels = read_idx(&labels_path)?;
+    // The shapes are checked from the headers, before any data is read.
+    let images = read_idx_with(&images_path, |dims| {
+        let &[count, height, width] = dims else {
+            return Err(format!(
+                "expected 3 dimensions [count, height, width] (greyscale images), found {dims:?}"
+            ));
+        };
+        if count == 0 || height == 0 || width == 0 {
+            return Err(format!(
+                "expected at least one non-empty image, found dimensions {dims:?}"
+            ));
+        }
+        // Images of another size are fitted to the model's: the same bounds as image files.
+        fit::check_fittable(width as u64, height as u64).map_err(|m| format!("images of {m}"))
+    })?;
+    let labels = read_idx_with(&labels_path, |dims| match dims {
+        [_] => Ok(()),
+        _ => Err(format!("expected 1 dimension [count], found {dims:?}")),
+    })?;
     let invalid = |path: &Path, message: String| DataError::Invalid {
         path: path.to_path_buf(),
         message,
     };
-    if images.dims.len() != 3 {
-        return Err(invalid(
-            &images_path,
-            format!(
-                "expected 3 dimensions [count, height, width] (greyscale images), found {:?}",
-                images.dims
-            ),
-        ));
-    }
-    if labels.dims.len() != 1 {
-        return Err(invalid(
-            &labels_path,
-            format!("expected 1 dimension [count], found {:?}", labels.dims),
-        ));
-    }
     if images.dims[0] != labels.dims[0] {
         return Err(invalid(
             &labels_path,
@@ -315,15 +317,6 @@ fn read_idx_split(
                 labels.dims[0],
                 images.dims[0],
                 images_path.display()
-            ),
-        ));
-    }
-    if images.dims[0] == 0 || images.dims[1] == 0 || images.dims[2] == 0 {
-        return Err(invalid(
-            &images_path,
-            format!(
-                "expected at least one non-empty image, found dimensions {:?}",
-                images.dims
             ),
         ));
     }
@@ -532,6 +525,25 @@ mod tests {
         let err = load_idx(&dir, 3, 0).unwrap_err().to_string();
         assert!(err.contains("record 3 has label 3"), "{err}");
         assert!(err.contains("train-labels-idx1-ubyte"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn idx_images_of_an_odd_shape_are_refused_before_fitting() {
+        // [2, 1, 4000]: fitting 1-pixel rows to 4 would stretch them to 4 x 16000.
+        let dir = fixture_dir("odd-shape", 2, 1);
+        let images = dir.join("train-images-idx3-ubyte");
+        let file = encode_idx(&[2, 1, 4000], &[0; 8000]);
+        // Refused from the header: the same error when the data is not even there.
+        for bytes in [&file[..], &file[..16]] {
+            std::fs::write(&images, bytes).unwrap();
+            let err = load_idx(&dir, 2, 0).unwrap_err().to_string();
+            assert!(err.contains("train-images-idx3-ubyte"), "{err}");
+            assert!(
+                err.contains("images of 4000 x 1 pixels") && err.contains("aspect ratio 4000:1"),
+                "{err}"
+            );
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -452,12 +452,10 @@ fn load_init(
         let values: Vec<f32> = pixels.into_iter().map(f).collect();
         Tensor::<4>::from_data(TensorData::new(values, [1, channels, size, size]), &device)
     };
-    let image = ember_data::folder::decode_file(path, c, size)
-        .with_context(|| format!("--init {}", path.display()))?;
+    let image = ember_data::folder::decode_file(path, c, size).context("--init image")?;
     let mask = match mask {
         Some(m) => {
-            let pixels = ember_data::folder::decode_file(m, 1, size)
-                .with_context(|| format!("--mask {}", m.display()))?;
+            let pixels = ember_data::folder::decode_file(m, 1, size).context("--mask image")?;
             Some(to_tensor(pixels, 1, |p| if p > 127 { 1.0 } else { 0.0 }))
         }
         None => None,
