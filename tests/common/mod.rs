@@ -53,6 +53,31 @@ pub fn ember_within(bytes: u64, args: &[&str]) -> Output {
     command.output().expect("ember runs")
 }
 
+/// `ember ARGS` with files limited to `bytes` (RLIMIT_FSIZE) and SIGXFSZ ignored, so a write
+/// past the limit fails with EFBIG as on a full disk, in the middle of the file.
+pub fn ember_with_file_limit(bytes: u64, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ember"));
+    command.args(args).current_dir(manifest_dir());
+    let limit = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    // SAFETY: between fork and exec the closure only calls signal and setrlimit, both
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    command.output().expect("ember runs")
+}
+
 /// `ember train CONFIG --run-dir RUN`.
 pub fn train(config: &Path, run: &Path) -> Output {
     ember(&[
