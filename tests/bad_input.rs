@@ -769,6 +769,35 @@ const CASES: &[Case] = &[
         ],
     },
     Case {
+        name: "a classifier too large for this machine's memory",
+        setup: |dir| {
+            let data = dir.join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            write_fixture(&data);
+            let config = config_with(
+                dir,
+                &data,
+                &[
+                    ("model.image_size", int(1024)),
+                    ("classifier.feature_dim", int(4096)),
+                    ("classifier.batch_size", int(65536)),
+                ],
+            );
+            vec![
+                "classifier".into(),
+                "train".into(),
+                "--config".into(),
+                s(&config),
+            ]
+        },
+        expect: &[
+            "cfg.toml",
+            "classifier.batch_size = 65536",
+            "needs about",
+            "available",
+        ],
+    },
+    Case {
         name: "classifier --out onto a run directory",
         setup: |dir| {
             let run = trained_run(dir);

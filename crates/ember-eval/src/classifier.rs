@@ -172,6 +172,18 @@ impl ClassifierNetConfig {
         64 * s * s
     }
 
+    /// Estimated peak bytes of one training step at `batch` images: weights, gradients and
+    /// AdamW's moments (4 copies of the parameters, dominated by `fc1` at large image sizes)
+    /// and about 120 activation values per input pixel, twice for the backward pass.
+    pub fn training_bytes(&self, batch: usize) -> f64 {
+        let c_in = (self.image_channels + usize::from(self.time_channel)) as f64;
+        let params = 9.0 * (c_in * 32.0 + 32.0 * 64.0 + 64.0 * 64.0)
+            + self.flat_dim() as f64 * self.feature_dim as f64
+            + (self.feature_dim * self.num_classes) as f64;
+        let pixels = (self.image_size * self.image_size) as f64;
+        64.0 * 1024.0 * 1024.0 + 16.0 * params + 4.0 * 2.0 * 120.0 * pixels * batch as f64
+    }
+
     /// The network with weights drawn reproducibly from `seed`.
     pub fn init(&self, device: &Device, seed: u64) -> ClassifierNet {
         with_backend_rng(device, seed, || {

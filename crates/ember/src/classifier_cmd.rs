@@ -62,6 +62,22 @@ fn train(args: TrainArgs) -> Result<()> {
         }
         config.classifier.epochs = e;
     }
+    let shape = ember_eval::classifier::ClassifierNetConfig {
+        num_classes: config.model.num_classes,
+        image_channels: config.model.image_channels,
+        image_size: config.model.image_size,
+        feature_dim: config.classifier.feature_dim,
+        time_channel: args.noisy,
+    };
+    crate::check_memory(
+        shape.training_bytes(config.classifier.batch_size),
+        &format!(
+            "{}: training the classifier at classifier.batch_size = {}",
+            args.config.display(),
+            config.classifier.batch_size
+        ),
+        "lower classifier.batch_size or classifier.feature_dim",
+    )?;
     let device = select_device(args.device.into())?;
     let root = config.data.resolved_root();
     let classes = config.model.num_classes;
