@@ -856,7 +856,7 @@ const CASES: &[Case] = &[
             let run = trained_run(dir);
             sample_args(dir, &run, &["--per-class", "1000000000"])
         },
-        expect: &["--per-class must be in 1..=1024", "1000000000"],
+        expect: &["--per-class: expected at most 1024", "1000000000"],
     },
     Case {
         name: "sample by name from a damaged classes.txt",
@@ -903,7 +903,7 @@ const CASES: &[Case] = &[
             let run = trained_run(dir);
             sample_args(dir, &run, &["--eta", "2"])
         },
-        expect: &["--eta must be in [0, 1]"],
+        expect: &["--eta: expected [0, 1], got 2"],
     },
     Case {
         name: "sample output under a file",

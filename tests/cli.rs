@@ -794,3 +794,133 @@ fn tensorboard_reads_the_events_grids_and_history_of_a_resumed_run() {
     assert!(report.contains("samples/scale-1 step 2"), "{report}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `ember eval` honours every guidance option: with a negative class, a guidance interval and
+/// CFG rescale it draws exactly the images `ember sample` draws with the same settings and
+/// seed (in other batches), records them, and refuses a rerun that changes one.
+#[test]
+fn eval_samples_what_sample_samples_with_every_guidance_option() {
+    use ember_eval::eval::EvalFile;
+    let (dir, config, run) = trained_smoke_run("eval-options");
+    let out = ember(&[
+        "classifier",
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let options = [
+        "--negative-class",
+        "1",
+        "--guidance-interval",
+        "0.3,20",
+        "--cfg-rescale",
+        "0.7",
+        "--sampler",
+        "ddpm",
+        "--steps",
+        "4",
+        "--seed",
+        "5",
+    ];
+    let evals = dir.join("eval");
+    let mut args = vec![
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--guidance",
+        "3",
+        "--samples-per-class",
+        "2",
+        "--grid-columns",
+        "2",
+        "--batch-size",
+        "3",
+        "--out",
+        evals.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&options);
+    let out = ember(&args);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let grid = dir.join("sampled.png");
+    let mut args = vec![
+        "sample",
+        "--run",
+        run.to_str().unwrap(),
+        "--guidance",
+        "3",
+        "--per-class",
+        "2",
+        "--out",
+        grid.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&options);
+    let out = ember(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let (sampled, evaluated) = (
+        read_png(&grid).unwrap(),
+        read_png(&evals.join("grid_scale-3.png")).unwrap(),
+    );
+    assert_eq!(
+        (sampled.width, sampled.height),
+        (evaluated.width, evaluated.height)
+    );
+    let worst = sampled
+        .pixels
+        .iter()
+        .zip(&evaluated.pixels)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(
+        worst <= 1,
+        "the eval grid differs from ember sample's by {worst} grey levels"
+    );
+
+    // Every option is recorded, and a changed one is refused by name.
+    let file = EvalFile::read(&evals.join("eval.json")).unwrap();
+    let sampling = &file.settings.sampling;
+    assert_eq!(sampling["negative_class"], 1);
+    assert_eq!(sampling["cfg_rescale"], 0.7);
+    assert_eq!(
+        sampling["guidance_interval"],
+        serde_json::json!([0.3, 20.0])
+    );
+    assert_eq!(sampling["sampler"], "ddpm");
+    let mut args = vec![
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--guidance",
+        "3",
+        "--samples-per-class",
+        "2",
+        "--out",
+        evals.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&[
+        "--negative-class",
+        "1",
+        "--guidance-interval",
+        "0.3,20",
+        "--cfg-rescale",
+        "0.5",
+        "--sampler",
+        "ddpm",
+        "--steps",
+        "4",
+        "--seed",
+        "5",
+    ]);
+    let out = ember(&args);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("sampling.cfg_rescale: 0.7 -> 0.5"),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -438,6 +438,9 @@ pub enum TimestepSpacing {
     Karras,
 }
 
+/// How to sample and guide: the one settings type of sampling. The config's `[sample]` table,
+/// the flags of `ember sample` and `ember eval` (which override it, then validation runs once)
+/// and the training grids all build their samples from it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SampleConfig {
@@ -460,6 +463,15 @@ pub struct SampleConfig {
     /// Dynamic thresholding (Saharia et al. 2022) of the predicted clean image at this
     /// percentile of |x0| per sample, e.g. 0.995; 0 = off (plain clipping to [-1, 1]).
     pub dynamic_threshold: f64,
+    /// Negative prompting: this class's prediction replaces the unconditional branch of CFG.
+    /// Unset: the null class.
+    pub negative_class: Option<usize>,
+    /// Classifier guidance (Dhariwal & Nichol 2021) on top of CFG with this scale, from a
+    /// noise-aware classifier; 0 = off.
+    pub classifier_guidance: f64,
+    /// The noise-aware classifier of `classifier_guidance` (`ember classifier train --noisy`).
+    /// Empty: `<data root>.classifier-noisy`.
+    pub guidance_classifier: PathBuf,
     /// Images per class in a grid.
     pub per_class: usize,
     /// Seed of the initial noise, so grids are comparable across checkpoints and scales.
@@ -477,6 +489,9 @@ impl Default for SampleConfig {
             guidance_interval: Vec::new(),
             cfg_rescale: 0.0,
             dynamic_threshold: 0.0,
+            negative_class: None,
+            classifier_guidance: 0.0,
+            guidance_classifier: PathBuf::new(),
             per_class: 8,
             seed: 0,
         }

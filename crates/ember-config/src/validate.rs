@@ -286,8 +286,9 @@ impl TrainConfig {
 }
 
 impl SampleConfig {
-    /// `timesteps` is the model's `diffusion.timesteps`, the most steps a sampler can take.
-    pub fn validate(&self, timesteps: usize) -> Result<(), KeyError> {
+    /// `timesteps` is the model's `diffusion.timesteps`, the most steps a sampler can take;
+    /// `num_classes` its classes.
+    pub fn validate(&self, timesteps: usize, num_classes: usize) -> Result<(), KeyError> {
         if self.steps == 0 || self.steps > timesteps {
             return Err(bad(
                 "sample.steps",
@@ -330,6 +331,21 @@ impl SampleConfig {
                 format!(
                     "expected 0 (off) or a percentile in [0.5, 1), got {}",
                     self.dynamic_threshold
+                ),
+            ));
+        }
+        if let Some(c) = self.negative_class.filter(|&c| c >= num_classes) {
+            return Err(bad(
+                "sample.negative_class",
+                format!("class {c} is out of range: the model has classes 0..{num_classes}"),
+            ));
+        }
+        if !(self.classifier_guidance >= 0.0 && self.classifier_guidance <= MAX_GUIDANCE_SCALE) {
+            return Err(bad(
+                "sample.classifier_guidance",
+                format!(
+                    "expected a scale in [0, {MAX_GUIDANCE_SCALE}] (0 = off), got {}",
+                    crate::scale_label(self.classifier_guidance)
                 ),
             ));
         }
@@ -392,7 +408,8 @@ impl ExperimentConfig {
         self.data.validate(&self.model)?;
         self.diffusion.validate()?;
         self.train.validate()?;
-        self.sample.validate(self.diffusion.timesteps)?;
+        self.sample
+            .validate(self.diffusion.timesteps, self.model.num_classes)?;
         self.log.validate()?;
         self.classifier.validate()
     }

@@ -15,24 +15,28 @@
 //! [`EvalSettings`] skips the scales it already holds; other settings are refused unless the
 //! caller asks to restart, so rows computed differently never mix.
 //!
-//! **Same noise across scales.** The initial noise of sample `j` of class `c` is drawn from
-//! `(seed, c, j)` alone, so row `c`, column `j` of every grid starts from the same `x_T`, and
-//! adding classes or samples does not change the others. (With `eta > 0` the per-step noise is
-//! drawn per batch of `batch_size` images, so it is the same across scales too.)
+//! **Same noise across scales, and as `ember sample`.** Sample `j` of class `c` draws its initial
+//! and step noise from `(seed, c, j)` alone (`ember_sample::SeededNoise`), so row `c`, column
+//! `j` of every grid starts from the same `x_T`, adding classes or samples does not change the
+//! others, the batch size does not matter, and `ember sample` with the same settings draws the
+//! same images.
+//!
+//! **Every sampling option counts.** The sweep samples with the one settings type of sampling
+//! (`ember_config::SampleConfig`: the run's `[sample]` table with the flags applied), at each
+//! scale in turn; eval.json records all of it, so a rerun with another option is refused.
 
 use crate::classifier::{Classifier, argmax_rows};
 use crate::metrics::{self, FeatureSet, GaussianStats};
 use crate::{FeatureExtractor, extract_features, to_feature_set};
 use burn::prelude::*;
-use ember_config::{SamplerKind, TimestepSpacing};
+use ember_config::SampleConfig;
 use ember_data::ImageDataset;
 use ember_io::{GridImage, write_atomic, write_png};
-use ember_model::rng::{Rng, Stream, derive_seed};
 use ember_model::{NoiseSchedule, UNet};
 use ember_monitor::plot::{Panel, Series, write_panels};
 use ember_monitor::tensorboard::{EventLog, event_files};
 use ember_sample::grid::make_grid;
-use ember_sample::{GuidanceOptions, NoiseSource, SamplerOptions, samplers, with_guidance};
+use ember_sample::{Guidance, NoisyClassifier, sample_images};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -42,7 +46,8 @@ pub const EVAL_CSV: &str = "eval.csv";
 pub const EVAL_PLOT: &str = "eval.png";
 pub const TENSORBOARD_DIR: &str = "tensorboard";
 /// Bumped when the meaning of a field changes; other versions are treated as other settings.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: every sampling option recorded (`sampling`), noise drawn per image.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -81,49 +86,68 @@ pub struct EvalSettings {
     pub weights: String,
     pub num_classes: usize,
     pub samples_per_class: usize,
-    pub sampler: SamplerKind,
-    /// Which timesteps the sampler visits (evals written before the choice existed: trailing).
-    #[serde(default = "trailing")]
-    pub spacing: TimestepSpacing,
-    pub steps: usize,
-    pub eta: f64,
-    pub seed: u64,
-    /// Images per sampler batch (only matters for `eta > 0`).
-    pub batch_size: usize,
+    /// The sampling settings, key by key as in `[sample]` (see [`EvalSettings::sampling_of`]).
+    pub sampling: serde_json::Map<String, serde_json::Value>,
     /// [`FeatureExtractor::id`] of the accuracy classifier and of the feature network.
     pub classifier: String,
     pub features: String,
     /// `k` of the k-nearest-neighbour manifolds.
     pub k: usize,
     /// [`FeatureExtractor::id`] of the standard-FID network (`--fid inception`), if used.
-    #[serde(default)]
     pub fid: Option<String>,
-    /// Classifier guidance on top of each CFG scale: the noise-aware classifier's id and scale.
-    #[serde(default)]
-    pub classifier_guidance: Option<(String, f64)>,
-}
-
-fn trailing() -> TimestepSpacing {
-    TimestepSpacing::Trailing
+    /// The noise-aware classifier of classifier guidance (`sampling.classifier_guidance > 0`).
+    pub guidance_classifier: Option<String>,
 }
 
 impl EvalSettings {
-    /// `key: old -> new` for each differing field.
+    /// The record of the sampling settings: every key of `[sample]` but those a sweep sets
+    /// itself (`guidance_scale`: each row has its own; `per_class`: `samples_per_class`) or
+    /// names otherwise (`guidance_classifier`: recorded by its id).
+    pub fn sampling_of(settings: &SampleConfig) -> serde_json::Map<String, serde_json::Value> {
+        let mut map = match serde_json::to_value(settings).expect("settings serialise") {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("a struct serialises to an object"),
+        };
+        for key in ["guidance_scale", "per_class", "guidance_classifier"] {
+            map.remove(key);
+        }
+        map
+    }
+
+    /// `key: old -> new` for each differing field (`sampling.<key>` for sampling settings).
     fn differences(&self, other: &Self) -> Vec<String> {
         let a = serde_json::to_value(self).expect("settings serialise");
         let b = serde_json::to_value(other).expect("settings serialise");
-        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
-            return vec![];
-        };
-        a.iter()
-            .filter(|(k, v)| b.get(*k) != Some(v))
-            .map(|(k, v)| {
-                format!(
-                    "{k}: {v} -> {}",
-                    b.get(k).unwrap_or(&serde_json::Value::Null)
-                )
-            })
-            .collect()
+        let mut out = Vec::new();
+        diff_json("", &a, &b, &mut out);
+        out
+    }
+}
+
+fn diff_json(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                let null = Value::Null;
+                diff_json(
+                    &path,
+                    x.get(k).unwrap_or(&null),
+                    y.get(k).unwrap_or(&null),
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push(format!("{prefix}: {a} -> {b}")),
+        _ => {}
     }
 }
 
@@ -245,8 +269,12 @@ pub struct EvalRequest<'a> {
     pub test: &'a ImageDataset,
     pub train: &'a ImageDataset,
     pub scales: Vec<f64>,
-    /// Classifier guidance (`settings.classifier_guidance` names it): the noise-aware classifier.
-    pub guidance_classifier: Option<std::sync::Arc<dyn ember_sample::NoisyClassifier>>,
+    /// How to sample and guide (the scale of each row replaces its `guidance_scale`).
+    pub sampling: &'a SampleConfig,
+    /// The noise-aware classifier when `sampling.classifier_guidance > 0`.
+    pub guidance_classifier: Option<&'a dyn NoisyClassifier>,
+    /// Images per sampler batch: memory, not results.
+    pub batch_size: usize,
     pub settings: EvalSettings,
     pub out_dir: PathBuf,
     /// Discard results of other settings instead of refusing.
@@ -266,27 +294,6 @@ pub enum Progress<'a> {
         total: usize,
     },
     Finished(&'a ScaleRow),
-}
-
-/// Step noise of one sampler batch, from its own stream.
-struct StepNoise {
-    seed: u64,
-    draws: u64,
-}
-
-impl NoiseSource for StepNoise {
-    fn normal(&mut self, shape: [usize; 4], device: &Device) -> Tensor<4> {
-        let n = shape.iter().product();
-        let values = Rng::for_stream(self.seed, Stream::SamplerStep, self.draws).normals(n);
-        self.draws += 1;
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
-}
-
-/// The initial noise `x_T` of sample `j` of class `c`: a function of `(seed, c, j)` only.
-pub fn initial_noise(seed: u64, class: usize, index: usize, len: usize) -> Vec<f32> {
-    let class_seed = derive_seed(seed, Stream::SamplerInit, class as u64);
-    Rng::for_stream(class_seed, Stream::SamplerInit, index as u64).normals(len)
 }
 
 /// `grid_scale-<s>.png`, the scale written as Rust prints it (`3`, `1.5`).
@@ -331,8 +338,13 @@ fn check(req: &EvalRequest) -> Result<(), EvalError> {
             s.k
         )));
     }
-    if s.batch_size == 0 {
+    if req.batch_size == 0 {
         return Err(EvalError::Request("--batch-size must be at least 1".into()));
+    }
+    if req.sampling.classifier_guidance > 0.0 && req.guidance_classifier.is_none() {
+        return Err(EvalError::Request(
+            "classifier guidance needs a noise-aware classifier".into(),
+        ));
     }
     use burn::data::dataset::Dataset;
     if req.test.len() <= s.k {
@@ -537,30 +549,18 @@ fn evaluate_scale(
         .fid
         .map(|fid| FeatureSet::new(fid.feature_dim(), Vec::new()));
     let mut correct = 0usize;
-    let options = SamplerOptions {
-        steps: s.steps,
-        eta: s.eta,
-        spacing: s.spacing,
-        strength: 1.0,
-    };
-    for (b, chunk) in jobs.chunks(s.batch_size).enumerate() {
+    let guidance = Guidance::new(req.sampling, req.guidance_classifier).at_scale(scale);
+    for (b, chunk) in jobs.chunks(req.batch_size).enumerate() {
         let labels: Vec<usize> = chunk.iter().map(|&(class, _)| class).collect();
-        let noise: Vec<f32> = chunk
-            .iter()
-            .flat_map(|&(class, j)| initial_noise(s.seed, class, j, pixels))
-            .collect();
-        let x_t = Tensor::<4>::from_data(TensorData::new(noise, [chunk.len(), c, h, w]), device);
-        let mut step_noise = StepNoise {
-            seed: derive_seed(s.seed, Stream::SamplerStep, b as u64),
-            draws: 0,
-        };
-        let mut guidance = GuidanceOptions::cfg(scale);
-        if let (Some(c), Some((_, cg_scale))) = (&req.guidance_classifier, &s.classifier_guidance) {
-            guidance.classifier = Some((c.clone(), *cg_scale));
-        }
-        let images = with_guidance(req.model, req.schedule, &labels, &guidance, device, |d| {
-            samplers::sample(s.sampler, d, req.schedule, x_t, options, &mut step_noise)
-        });
+        let images = sample_images(
+            req.model,
+            req.schedule,
+            chunk,
+            guidance,
+            None,
+            req.image_shape,
+            device,
+        );
         let (logits, classifier_features) = req.classifier.logits_and_features(images.clone());
         let predicted = argmax_rows(logits);
         correct += predicted
@@ -587,7 +587,7 @@ fn evaluate_scale(
         }
         progress(Progress::Sampling {
             scale,
-            done: (b * s.batch_size + chunk.len()).min(jobs.len()),
+            done: (b * req.batch_size + chunk.len()).min(jobs.len()),
             total: jobs.len(),
         });
     }
@@ -736,24 +736,23 @@ pub fn read_grid(out_dir: &Path, scale: f64) -> Result<GridImage, EvalError> {
 mod tests {
     use super::*;
 
-    fn settings() -> EvalSettings {
+    fn settings_with(sampling: &SampleConfig) -> EvalSettings {
         EvalSettings {
             format_version: FORMAT_VERSION,
             weights: "step-00000004 ema.bpk 0123".into(),
             num_classes: 10,
             samples_per_class: 2,
-            sampler: SamplerKind::Ddim,
-            spacing: TimestepSpacing::Trailing,
-            steps: 2,
-            eta: 0.0,
-            seed: 0,
-            batch_size: 250,
+            sampling: EvalSettings::sampling_of(sampling),
             classifier: "classifier-ab".into(),
             features: "classifier-ab".into(),
             k: 3,
             fid: None,
-            classifier_guidance: None,
+            guidance_classifier: None,
         }
+    }
+
+    fn settings() -> EvalSettings {
+        settings_with(&SampleConfig::default())
     }
 
     #[test]
@@ -761,19 +760,31 @@ mod tests {
         let a = settings();
         let mut b = a.clone();
         assert!(a.differences(&b).is_empty());
-        b.seed = 9;
-        b.steps = 5;
+        b.samples_per_class = 5;
+        let mut sampling = SampleConfig {
+            seed: 9,
+            cfg_rescale: 0.7,
+            negative_class: Some(3),
+            ..Default::default()
+        };
+        b.sampling = EvalSettings::sampling_of(&sampling);
         let d = a.differences(&b);
-        assert_eq!(d, vec!["seed: 0 -> 9", "steps: 2 -> 5"]);
-    }
-
-    #[test]
-    fn initial_noise_depends_on_class_and_index_only() {
-        let a = initial_noise(7, 3, 5, 16);
-        assert_eq!(a, initial_noise(7, 3, 5, 16));
-        assert_ne!(a, initial_noise(7, 4, 5, 16));
-        assert_ne!(a, initial_noise(7, 3, 6, 16));
-        assert_ne!(a, initial_noise(8, 3, 5, 16));
+        assert_eq!(
+            d,
+            vec![
+                "samples_per_class: 2 -> 5",
+                "sampling.cfg_rescale: 0.0 -> 0.7",
+                "sampling.negative_class: null -> 3",
+                "sampling.seed: 0 -> 9",
+            ]
+        );
+        // The scale and the grid width are each run's own, not settings of the rows.
+        sampling = SampleConfig {
+            guidance_scale: 7.0,
+            per_class: 3,
+            ..Default::default()
+        };
+        assert!(a.differences(&settings_with(&sampling)).is_empty());
     }
 
     #[test]

@@ -103,9 +103,29 @@ impl NoiseSchedule {
             Prediction::Epsilon => output,
             // eps = sqrt(abar) v + sqrt(1 - abar) x
             Prediction::V => output.mul_scalar(ab.sqrt()) + x.mul_scalar((1.0 - ab).sqrt()),
-            // eps = (x - sqrt(abar) x0) / sqrt(1 - abar)
-            Prediction::X0 => (x - output.mul_scalar(ab.sqrt())).div_scalar((1.0 - ab).sqrt()),
+            Prediction::X0 => self.eps_from_x0(x, output, t),
         }
+    }
+
+    /// The noise level `sigma = sqrt((1 - abar) / abar)` of timestep `t` in the variance-
+    /// exploding view `x / sqrt(abar) = x0 + sigma eps`; 0 for the clean image (`None`),
+    /// infinite at zero terminal SNR.
+    pub fn sigma(&self, t: Option<usize>) -> f64 {
+        let ab = self.alpha_bar(t);
+        ((1.0 - ab) / ab).sqrt()
+    }
+
+    /// The noise implied by a clean-image prediction at `x`: `(x - sqrt(abar) x0) / sqrt(1 - abar)`.
+    pub fn eps_from_x0(&self, x: Tensor<4>, x0: Tensor<4>, t: usize) -> Tensor<4> {
+        let ab = self.alphas_cumprod[t];
+        (x - x0.mul_scalar(ab.sqrt())).div_scalar((1.0 - ab).sqrt())
+    }
+
+    /// The clean image implied by a noise prediction at `x`: `(x - sqrt(1 - abar) eps) / sqrt(abar)`
+    /// (undefined at `abar = 0`).
+    pub fn x0_from_eps(&self, x: Tensor<4>, eps: Tensor<4>, t: usize) -> Tensor<4> {
+        let ab = self.alphas_cumprod[t];
+        (x - eps.mul_scalar((1.0 - ab).sqrt())).div_scalar(ab.sqrt())
     }
 
     /// The clean image implied by a network output at `x` (timestep `t`), computed without
@@ -116,7 +136,7 @@ impl NoiseSchedule {
             Prediction::X0 => output,
             // x0 = sqrt(abar) x - sqrt(1 - abar) v
             Prediction::V => x.mul_scalar(ab.sqrt()) - output.mul_scalar((1.0 - ab).sqrt()),
-            Prediction::Epsilon => (x - output.mul_scalar((1.0 - ab).sqrt())).div_scalar(ab.sqrt()),
+            Prediction::Epsilon => self.x0_from_eps(x, output, t),
         }
     }
 

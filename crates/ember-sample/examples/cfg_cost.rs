@@ -13,7 +13,7 @@ use burn::prelude::*;
 use ember_config::ExperimentConfig;
 use ember_model::UNetConfig;
 use ember_model::rng::Rng;
-use ember_sample::{ClassifierFreeGuidance, EpsModel};
+use ember_sample::guidance::ClassifierFreeGuidance;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -44,7 +44,8 @@ fn main() {
     let x2 = noise(2 * batch);
     let timestep = config.diffusion.timesteps / 2;
     let t = |n: usize| Tensor::<1>::ones([n], &device).mul_scalar(timestep as f64);
-    let guided = ClassifierFreeGuidance::new(&model, &labels, 3.0, None, &device);
+    let schedule = ember_model::NoiseSchedule::new(&config.diffusion);
+    let guided = ClassifierFreeGuidance::new(&model, &schedule, &labels, 3.0, None, &device);
 
     // Reading the result back makes sure the work is done before the clock stops.
     let timed = |f: &mut dyn FnMut() -> Tensor<4>| {
@@ -53,7 +54,7 @@ fn main() {
         let _ = out.into_data();
         start.elapsed().as_secs_f64() * 1e3
     };
-    let mut run_guided = || guided.eps(x.clone(), timestep);
+    let mut run_guided = || guided.output(x.clone(), timestep);
     let mut run_2b = || {
         model.forward(
             x2.clone(),

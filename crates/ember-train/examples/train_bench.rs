@@ -33,7 +33,10 @@ use ember_config::ExperimentConfig;
 use ember_data::ImageBatch;
 use ember_model::rng::{Rng, Stream, derive_seed};
 use ember_model::{UNet, UNetConfig, labels_tensor};
-use ember_sample::{ClassifierFreeGuidance, EpsModel, SamplerOptions, SeededNoise, ddim};
+use ember_sample::guidance::ClassifierFreeGuidance;
+use ember_sample::samplers::{Ddim, Sampler};
+use ember_sample::timesteps::timesteps;
+use ember_sample::{Denoiser, NoiseSource, SeededNoise};
 use ember_train::Trainer;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -190,10 +193,13 @@ struct Timed<'a> {
     marks: RefCell<Vec<Instant>>,
 }
 
-impl EpsModel for Timed<'_> {
-    fn eps(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
+impl Denoiser for Timed<'_> {
+    fn schedule(&self) -> &ember_model::NoiseSchedule {
+        self.inner.schedule()
+    }
+    fn denoise(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
         self.marks.borrow_mut().push(Instant::now());
-        self.inner.eps(x, timestep)
+        self.inner.denoise(x, timestep)
     }
 }
 
@@ -208,9 +214,11 @@ fn ddim_run(
     let device = Device::flex();
     let (c, s) = (config.model.image_channels, config.model.image_size);
     let labels: Vec<usize> = (0..b).map(|i| i % config.model.num_classes).collect();
+    let schedule = ember_model::NoiseSchedule::new(&config.diffusion);
     let guided = Timed {
         inner: ClassifierFreeGuidance::new(
             model,
+            &schedule,
             &labels,
             config.sample.guidance_scale,
             None,
@@ -218,17 +226,13 @@ fn ddim_run(
         ),
         marks: RefCell::new(Vec::with_capacity(steps + 1)),
     };
-    let schedule = ember_model::NoiseSchedule::new(&config.diffusion);
-    let mut noise = SeededNoise::new(seed);
-    use ember_sample::NoiseSource;
+    let mut noise = SeededNoise::for_rows(seed, b);
     let x_t = noise.normal([b, c, s, s], &device);
-    let options = SamplerOptions {
-        steps,
+    let ts = timesteps(&schedule, steps, config.sample.spacing);
+    let ddim = Ddim {
         eta: config.sample.eta,
-        spacing: config.sample.spacing,
-        strength: 1.0,
     };
-    let out = ddim(&guided, &schedule, x_t, options, &mut noise);
+    let out = ddim.sample(&guided, x_t, &ts, &mut noise);
     let _ = out.into_data(); // the work is done before the last mark
     let mut marks = guided.marks.into_inner();
     marks.push(Instant::now());
@@ -476,6 +480,7 @@ fn check(config: ExperimentConfig, args: &Args) {
     let sample_labels: Vec<usize> = (0..b).map(|i| i % config.model.num_classes).collect();
     let guided = ClassifierFreeGuidance::new(
         &base,
+        &schedule,
         &sample_labels,
         config.sample.guidance_scale,
         None,
@@ -486,17 +491,14 @@ fn check(config: ExperimentConfig, args: &Args) {
         &device,
     )
     .reshape([b, c, s, s]);
-    let sampled = ddim(
+    let sampled = Ddim {
+        eta: config.sample.eta,
+    }
+    .sample(
         &guided,
-        &schedule,
         x_start.clone(),
-        SamplerOptions {
-            steps: sample_steps,
-            eta: config.sample.eta,
-            spacing: config.sample.spacing,
-            strength: 1.0,
-        },
-        &mut SeededNoise::new(14),
+        &ember_sample::timesteps::timesteps(&schedule, sample_steps, config.sample.spacing),
+        &mut SeededNoise::for_rows(14, b),
     );
 
     let as_f32 = |v: &[usize]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();

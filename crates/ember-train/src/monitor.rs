@@ -10,7 +10,7 @@ use ember_monitor::history::{History, HistoryRow};
 use ember_monitor::plot::{Panel, Series, write_panels};
 use ember_monitor::progress::{Progress, ProgressMode};
 use ember_monitor::tensorboard::EventLog;
-use ember_sample::{SampleRequest, sample_grid};
+use ember_sample::{Guidance, SampleRequest, sample_grid};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -69,14 +69,23 @@ impl RunMonitor {
         r.step == r.total_steps || (every > 0 && r.step.is_multiple_of(every))
     }
 
-    /// One grid per configured scale from the EMA weights, same noise every time.
+    /// One grid per configured scale from the EMA weights, same noise every time. Every
+    /// `[sample]` option applies except classifier guidance, whose classifier training does
+    /// not load.
     fn write_grids(&mut self, trainer: &Trainer) -> Result<(), RunError> {
         let m = &self.config.model;
         let shape = [m.image_channels, m.image_size, m.image_size];
+        let settings = ember_config::SampleConfig {
+            classifier_guidance: 0.0,
+            ..self.config.sample.clone()
+        };
         for scale in self.config.log_sample_scales() {
             let started = Instant::now();
-            let mut request = SampleRequest::from_config(&self.config);
-            request.guidance.scale = scale;
+            let request = SampleRequest {
+                classes: (0..m.num_classes).collect(),
+                guidance: Guidance::new(&settings, None).at_scale(scale),
+                init: None,
+            };
             let grid = sample_grid(
                 &trainer.ema,
                 &trainer.schedule,

@@ -69,7 +69,7 @@ fn train(args: TrainArgs) -> Result<()> {
         feature_dim: config.classifier.feature_dim,
         time_channel: args.noisy,
     };
-    crate::check_memory(
+    crate::resources::check_memory(
         shape.training_bytes(config.classifier.batch_size),
         &format!(
             "{}: training the classifier at classifier.batch_size = {}",

@@ -1,11 +1,11 @@
 //! `ember eval`: a guidance sweep of a trained run, scored by the domain classifier.
 
 use crate::DeviceArg;
+use crate::sampling_args::{SamplingArgs, class_names, guidance_classifier, validate_settings};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use ember_config::{SamplerKind, TimestepSpacing};
 use ember_data::{ImageDataset, Split};
-use ember_eval::classifier::{Classifier, dataset_fingerprint, default_dir};
+use ember_eval::classifier::{Classifier, dataset_fingerprint};
 use ember_eval::eval::{
     EVAL_CSV, EVAL_JSON, EVAL_PLOT, EvalRequest, EvalSettings, FORMAT_VERSION, Progress,
     TENSORBOARD_DIR, grid_file_name, run_eval,
@@ -36,22 +36,12 @@ pub struct EvalArgs {
     /// Samples per class at each scale (every class of the model is sampled).
     #[arg(long)]
     pub samples_per_class: usize,
-    /// Denoising steps [default: sample.steps of the run's config].
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// Sampler: ddpm, ddim, dpmpp-2m, euler or heun [default: sample.sampler].
-    #[arg(long)]
-    pub sampler: Option<SamplerKind>,
-    /// Timestep spacing: trailing, leading, linspace or karras [default: sample.spacing].
-    #[arg(long)]
-    pub spacing: Option<TimestepSpacing>,
-    /// DDIM eta: 0 deterministic, 1 DDPM-like [default: sample.eta].
-    #[arg(long)]
-    pub eta: Option<f64>,
-    /// Seed of the initial noise, the same at every scale [default: sample.seed].
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Images per sampler batch (memory: about 2 x this many UNet activations).
+    /// The sampler and every guidance option, as for `ember sample`: each flag overrides its
+    /// key of the run's [sample] table; all of them are recorded in eval.json.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Images per sampler batch (memory: about 2 x this many UNet activations; the results
+    /// do not depend on it).
     #[arg(long, default_value_t = 250)]
     pub batch_size: usize,
     /// Checkpoint folder [default: the run's latest].
@@ -73,13 +63,6 @@ pub struct EvalArgs {
     /// samples per scale (slow on a CPU: about 2 images/s)
     #[arg(long, value_enum)]
     pub fid: Option<FidArg>,
-    /// Classifier guidance on top of every --guidance scale, with this scale (--guidance 0
-    /// guides the unconditional model by the classifier alone); see `ember sample --help`.
-    #[arg(long)]
-    pub classifier_guidance: Option<f64>,
-    /// The noise-aware classifier of --classifier-guidance [default: <data root>.classifier-noisy].
-    #[arg(long, requires = "classifier_guidance")]
-    pub guidance_classifier: Option<PathBuf>,
     /// Weights of the FID network
     #[arg(long, default_value = ember_fid::DEFAULT_WEIGHTS)]
     pub fid_weights: PathBuf,
@@ -89,17 +72,11 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let (run_dir, config) = RunDir::open(&args.run)?;
-    let s = &config.sample;
-    let steps = args.steps.unwrap_or(s.steps);
-    let eta = args.eta.unwrap_or(s.eta);
-    let t = config.diffusion.timesteps;
-    if steps == 0 || steps > t {
-        bail!("--steps must be in 1..={t} (the model's diffusion.timesteps)");
-    }
-    if !(0.0..=1.0).contains(&eta) {
-        bail!("--eta must be in [0, 1]");
-    }
+    // The settings: the run's [sample] table, the flags over it, validated once.
+    let (run_dir, mut config) = RunDir::open(&args.run)?;
+    let names = class_names(&run_dir, &config)?;
+    let from_flags = args.sampling.apply(&mut config.sample, &names, &run_dir)?;
+    validate_settings(&config, &from_flags, &run_dir)?;
     check_sizes(&args, &config)?;
 
     // The classifier, checked against the run's training data.
@@ -108,7 +85,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let hint = run_config.display().to_string();
     let classifier_dir = match args.classifier {
         Some(dir) => dir,
-        None => default_classifier(&root, false)?,
+        None => crate::sampling_args::default_classifier(&root, false)?,
     };
     let device = select_device(args.device.into())?;
     let classifier = Classifier::load(&classifier_dir, &device, &hint)?;
@@ -142,17 +119,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         None => None,
     };
-    let guidance_classifier = match args.classifier_guidance {
-        Some(scale) => {
-            let dir = match args.guidance_classifier.clone() {
-                Some(dir) => dir,
-                None => default_classifier(&config.data.resolved_root(), true)?,
-            };
-            let c = crate::load_noisy_classifier(&dir, &run_dir, &config, &device)?;
-            Some((c, scale))
-        }
-        None => None,
-    };
+    let guidance_classifier = guidance_classifier(&run_dir, &config, &device)?;
     let model = load_model(&config, &checkpoint, Weights::Ema, &device)?;
     let classes = config.model.num_classes;
     let test = ImageDataset::load(&config.data, &config.model, Split::Test, 0)?;
@@ -172,28 +139,25 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ),
         num_classes: classes,
         samples_per_class: args.samples_per_class,
-        sampler: args.sampler.unwrap_or(s.sampler),
-        spacing: args.spacing.unwrap_or(s.spacing),
-        steps,
-        eta,
-        seed: args.seed.unwrap_or(s.seed),
-        batch_size: args.batch_size,
+        sampling: EvalSettings::sampling_of(&config.sample),
         classifier: classifier.id(),
         features: classifier.id(),
         k: DEFAULT_K,
         fid: inception.as_ref().map(|i| i.id()),
-        classifier_guidance: guidance_classifier
-            .as_ref()
-            .map(|(c, scale)| (c.id(), *scale)),
+        guidance_classifier: guidance_classifier.as_ref().map(|c| c.id()),
     };
+    let s = &config.sample;
     println!(
-        "evaluating {} (step {}, EMA weights) at scales {:?}: {} samples per class x {classes} classes, {} steps, eta {eta}, seed {}; classifier {} (test accuracy {:.4}); output {}",
+        "evaluating {} (step {}, EMA weights) at scales {:?}: {} samples per class x {classes} classes, {} {} steps ({:?} spacing), eta {}, seed {}; classifier {} (test accuracy {:.4}); output {}",
         args.run.display(),
         state.step,
         args.guidance,
         args.samples_per_class,
-        steps,
-        settings.seed,
+        s.sampler.name(),
+        s.steps,
+        s.spacing,
+        s.eta,
+        s.seed,
         classifier_dir.display(),
         classifier.meta().test_accuracy,
         out_dir.display()
@@ -209,9 +173,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         test: &test,
         train: &train,
         scales: args.guidance.clone(),
-        guidance_classifier: guidance_classifier.map(|(c, _)| {
-            std::sync::Arc::new(c) as std::sync::Arc<dyn ember_sample::NoisyClassifier>
-        }),
+        sampling: &config.sample,
+        guidance_classifier: guidance_classifier
+            .as_ref()
+            .map(|c| c as &dyn ember_sample::NoisyClassifier),
+        batch_size: args.batch_size,
         settings,
         out_dir: out_dir.clone(),
         restart: args.restart,
@@ -357,29 +323,9 @@ fn check_sizes(args: &EvalArgs, config: &ember_config::ExperimentConfig) -> Resu
         ember_config::check_guidance_scale("--guidance", scale)
             .map_err(|e| anyhow::anyhow!("--guidance: {}", e.message))?;
     }
-    crate::check_memory(
+    crate::resources::check_memory(
         ember_model::memory::sampling_bytes(&config.model, args.batch_size),
         &format!("sampling --batch-size {} images at a time", args.batch_size),
         "lower --batch-size",
     )
-}
-
-/// The default classifier folder of a data folder, with the way out when only a classifier in
-/// the old place (inside the data folder) exists.
-pub(crate) fn default_classifier(root: &std::path::Path, noisy: bool) -> Result<PathBuf> {
-    let dir = if noisy {
-        ember_eval::classifier::default_noisy_dir(root)
-    } else {
-        default_dir(root)
-    };
-    let legacy = ember_eval::classifier::legacy_dir(root, noisy);
-    if !dir.exists() && legacy.join(ember_eval::classifier::META_FILE).is_file() {
-        bail!(
-            "no classifier in {}: classifiers now live beside the data folder, not inside it (where an image-folder reader takes them for a class). Move yours with `mv {} {}`",
-            dir.display(),
-            legacy.display(),
-            dir.display()
-        );
-    }
-    Ok(dir)
 }
