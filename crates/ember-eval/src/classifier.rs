@@ -15,11 +15,10 @@
 //! classifier is never silently used to score samples of a model trained on other data.
 
 use crate::FeatureExtractor;
-use burn::module::{ModuleVisitor, Param};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2d;
 use burn::nn::loss::CrossEntropyLoss;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
@@ -27,8 +26,8 @@ use ember_config::{ClassifierConfig, DatasetKind, DiffusionConfig};
 use ember_data::{ImageDataset, pixel_to_unit};
 use ember_model::NoiseSchedule;
 use ember_model::hash::Fnv1a;
+use ember_model::init::{conv3x3, seeded_init};
 use ember_model::rng::{Rng, Stream, derive_seed};
-use ember_model::with_backend_rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -150,21 +149,6 @@ pub struct ClassifierNet {
     fc2: Linear,
 }
 
-fn conv3x3(c_in: usize, c_out: usize, device: &Device) -> Conv2d {
-    Conv2dConfig::new([c_in, c_out], [3, 3])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .init(device)
-}
-
-/// Reads every parameter once, which runs its lazy initialiser inside the seeded section.
-struct Materialize;
-
-impl ModuleVisitor for Materialize {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let _ = param.val();
-    }
-}
-
 impl ClassifierNetConfig {
     /// Width of the flattened last conv activation.
     fn flat_dim(&self) -> usize {
@@ -186,21 +170,17 @@ impl ClassifierNetConfig {
 
     /// The network with weights drawn reproducibly from `seed`.
     pub fn init(&self, device: &Device, seed: u64) -> ClassifierNet {
-        with_backend_rng(device, seed, || {
-            let net = ClassifierNet {
-                conv1: conv3x3(
-                    self.image_channels + usize::from(self.time_channel),
-                    32,
-                    device,
-                ),
-                conv2: conv3x3(32, 64, device),
-                conv3: conv3x3(64, 64, device),
-                pool: MaxPool2dConfig::new([2, 2]).init(),
-                fc1: LinearConfig::new(self.flat_dim(), self.feature_dim).init(device),
-                fc2: LinearConfig::new(self.feature_dim, self.num_classes).init(device),
-            };
-            net.visit(&mut Materialize);
-            net
+        seeded_init(device, seed, || ClassifierNet {
+            conv1: conv3x3(
+                self.image_channels + usize::from(self.time_channel),
+                32,
+                device,
+            ),
+            conv2: conv3x3(32, 64, device),
+            conv3: conv3x3(64, 64, device),
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            fc1: LinearConfig::new(self.flat_dim(), self.feature_dim).init(device),
+            fc2: LinearConfig::new(self.feature_dim, self.num_classes).init(device),
         })
     }
 }
