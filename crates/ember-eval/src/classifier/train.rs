@@ -77,11 +77,7 @@ pub fn train_net(
     let start = Instant::now();
     let mut step = 0;
     for epoch in 0..c.epochs {
-        let mut order: Vec<usize> = (0..n).collect();
-        let mut rng = Rng::for_stream(c.seed, Stream::Shuffle, epoch as u64);
-        for i in (1..n).rev() {
-            order.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+        let order = Rng::for_stream(c.seed, Stream::Shuffle, epoch as u64).permutation(n);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
         for (b, chunk) in order.chunks(c.batch_size).enumerate() {
             // 1. the batch (noised at seeded timesteps for a noise-aware network)
