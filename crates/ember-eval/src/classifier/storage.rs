@@ -6,14 +6,15 @@ use burn::prelude::*;
 use ember_config::{ClassifierConfig, DatasetKind, DiffusionConfig};
 use ember_data::ImageDataset;
 use ember_model::NoiseSchedule;
-use ember_model::hash::Fnv1a;
+use ember_model::hash::Checksum;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const WEIGHTS_FILE: &str = "classifier.bpk";
 pub const META_FILE: &str = "classifier.toml";
 /// Bumped whenever the network or the folder layout changes; other versions are refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: the weights checksum and dataset fingerprint are CRC-32 instead of FNV-1a.
+pub const FORMAT_VERSION: u32 = 2;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClassifierError + '_ {
     move |source| ClassifierError::Io {
@@ -22,20 +23,20 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClassifierError + '_ {
     }
 }
 
-/// FNV-1a (64 bits) of one byte string, as hex: the checksum of the weights file.
-pub use ember_model::hash::fnv1a as checksum;
+/// The checksum of the weights file (`crc32:` and 8 hex digits).
+pub use ember_model::hash::checksum;
 
-/// The dataset fingerprint: FNV-1a (64 bits) over the pixels, then the labels (u16
+/// The dataset fingerprint: the [`checksum`] of the pixels, then the labels (u16
 /// little-endian) of a training split as loaded. It depends on the decoded data only, so a
 /// gzipped copy of an IDX file has the same fingerprint as the raw one.
 pub fn dataset_fingerprint(train: &ImageDataset) -> String {
     let (pixels, labels) = train.raw_parts();
-    let mut h = Fnv1a::new();
+    let mut h = Checksum::new();
     h.update(pixels);
     for label in labels {
         h.update(&label.to_le_bytes());
     }
-    h.hex()
+    h.finish()
 }
 
 /// `classifier.toml`: what the classifier was trained on and how well it does.
@@ -63,7 +64,7 @@ pub struct ClassifierMeta {
     /// Fraction of the test split classified correctly.
     pub test_accuracy: f64,
     pub train_seconds: f64,
-    /// FNV-1a of `classifier.bpk`, to catch a truncated or replaced weights file.
+    /// [`checksum`] of `classifier.bpk`, to catch a truncated or replaced weights file.
     pub weights_checksum: String,
     /// The `[classifier]` settings it was trained with (epochs, batch size, ...).
     pub config: ClassifierConfig,
@@ -346,6 +347,25 @@ mod tests {
                 && err.contains("ember classifier train --config cfg.toml"),
             "{err}"
         );
+
+        // Checksums say their algorithm; a classifier of an older format (FNV-1a checksums) is
+        // refused with the command that retrains it.
+        assert!(fingerprint.starts_with("crc32:"), "{fingerprint}");
+        assert!(loaded.meta().weights_checksum.starts_with("crc32:"));
+        let meta_path = saved.join(META_FILE);
+        let text = std::fs::read_to_string(&meta_path).unwrap();
+        let current = format!("format_version = {FORMAT_VERSION}");
+        assert!(text.contains(&current), "{text}");
+        std::fs::write(&meta_path, text.replace(&current, "format_version = 1")).unwrap();
+        let err = Classifier::load(&saved, &device, "cfg.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("format version 1, but this ember reads version 2")
+                && err.contains("retrain it with `ember classifier train --config cfg.toml`"),
+            "{err}"
+        );
+        std::fs::write(&meta_path, &text).unwrap();
 
         // A garbled weights file is named; a missing folder says which command makes one.
         let weights = saved.join(WEIGHTS_FILE);
