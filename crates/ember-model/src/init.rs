@@ -92,11 +92,13 @@ mod tests {
     #[test]
     fn parameters_are_drawn_inside_the_seeded_section() {
         // A draw from the backend RNG between building and first use must not move the weights:
-        // they were all drawn before `seeded_init` returned.
+        // they were all drawn before `seeded_init` returned. (The draw takes the lock too, so it
+        // cannot disturb a test building a model in another thread.)
         let device = Device::flex();
         let m = tiny(&device, 3);
-        device.seed(12345);
-        let _ = Tensor::<1>::random([64], burn::tensor::Distribution::Default, &device);
+        with_backend_rng(&device, 12345, || {
+            Tensor::<1>::random([64], burn::tensor::Distribution::Default, &device)
+        });
         assert_eq!(weights(&m), weights(&tiny(&device, 3)));
     }
 }
