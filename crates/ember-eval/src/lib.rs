@@ -2,6 +2,10 @@
 //!
 //! - [`classifier`]: a small conv classifier trained on the real training set; its logits give
 //!   the class accuracy of samples and its penultimate layer the feature space of the metrics.
+//!   One folder, one concept per file: `classifier/mod.rs` the [`Classifier`] and where its
+//!   folder goes, `net.rs` the network, `train.rs` training on any labelled image set (and the
+//!   noise-aware inputs), `storage.rs` saving/loading with the checksum and dataset
+//!   fingerprint, `noisy.rs` the gradient classifier guidance takes.
 //! - [`metrics`]: Fréchet distance, precision/recall (k-NN manifolds) and intra-class diversity
 //!   on feature vectors.
 //! - [`eval`]: samples the same initial noise at each guidance scale, scores it, and keeps

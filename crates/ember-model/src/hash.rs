@@ -1,39 +1,38 @@
-//! FNV-1a, 64 bits: the cheap checksum (not a cryptographic hash) of checkpoint files, configs,
-//! classifier weights and dataset fingerprints.
+//! The checksum of the files Ember writes (checkpoint files, configs, classifier weights) and of
+//! dataset fingerprints: CRC-32 (IEEE 802.3, the checksum of zip, gzip and PNG), computed by the
+//! `crc32fast` crate. It catches truncated, garbled and replaced files; it is not a
+//! cryptographic hash.
+//!
+//! A checksum is written as `crc32:` and 8 lower-case hex digits, so every file records which
+//! algorithm made it.
 
-/// A 64-bit FNV-1a hasher, fed incrementally.
-#[derive(Debug, Clone, Copy)]
-pub struct Fnv1a(u64);
+/// The algorithm's name, written before every checksum.
+pub const ALGORITHM: &str = "crc32";
 
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
+/// A checksum fed incrementally (e.g. a dataset's pixels, then its labels).
+#[derive(Clone, Default)]
+pub struct Checksum(crc32fast::Hasher);
 
-impl Fnv1a {
+impl Checksum {
     pub fn new() -> Self {
         Self::default()
     }
 
     pub fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        self.0.update(bytes);
     }
 
-    /// The hash as 16 lower-case hex digits.
-    pub fn hex(self) -> String {
-        format!("{:016x}", self.0)
+    /// `crc32:` and the checksum as 8 lower-case hex digits.
+    pub fn finish(self) -> String {
+        format!("{ALGORITHM}:{:08x}", self.0.finalize())
     }
 }
 
-/// FNV-1a of one byte string, as 16 hex digits.
-pub fn fnv1a(bytes: &[u8]) -> String {
-    let mut h = Fnv1a::new();
+/// The checksum of one byte string, e.g. `crc32:cbf43926`.
+pub fn checksum(bytes: &[u8]) -> String {
+    let mut h = Checksum::new();
     h.update(bytes);
-    h.hex()
+    h.finish()
 }
 
 #[cfg(test)]
@@ -41,14 +40,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn matches_the_published_test_vectors_and_streams() {
-        // FNV-1a 64 test vectors (Fowler, Noll, Vo).
-        assert_eq!(fnv1a(b""), "cbf29ce484222325");
-        assert_eq!(fnv1a(b"a"), "af63dc4c8601ec8c");
-        assert_eq!(fnv1a(b"foobar"), "85944171f73967e8");
-        let mut h = Fnv1a::new();
-        h.update(b"foo");
-        h.update(b"bar");
-        assert_eq!(h.hex(), fnv1a(b"foobar"));
+    fn matches_the_crc32_check_values_and_streams() {
+        // The check value of CRC-32/ISO-HDLC (the catalogue's "123456789" test).
+        assert_eq!(checksum(b"123456789"), "crc32:cbf43926");
+        assert_eq!(checksum(b""), "crc32:00000000");
+        assert_eq!(
+            checksum(b"The quick brown fox jumps over the lazy dog"),
+            "crc32:414fa339"
+        );
+        // Fixed width: leading zeros are kept.
+        assert_eq!(checksum(b"\x9d\x0a\xd9\x6d").len(), "crc32:".len() + 8);
+        let mut h = Checksum::new();
+        h.update(b"1234");
+        h.update(b"56789");
+        assert_eq!(h.finish(), checksum(b"123456789"));
     }
 }

@@ -2,7 +2,8 @@
 //! embedding of classifier-free guidance (Ho & Salimans 2022): `num_classes + 1` rows, the last
 //! one being the learnable null class that stands for "no label".
 
-use burn::module::{Initializer, ModuleVisitor, Param};
+use crate::init::{conv3x3, seeded_init};
+use burn::module::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig, Linear,
@@ -13,7 +14,6 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use ember_config::ModelConfig;
 use ember_ops::{attention, conv2d, group_norm, group_norm_silu, silu};
-use std::sync::Mutex;
 
 /// Builds a [`UNet`]; one-to-one with the validated `[model]` table of a config.
 #[derive(Debug, Clone)]
@@ -45,12 +45,6 @@ impl From<&ModelConfig> for UNetConfig {
     }
 }
 
-fn conv3x3(c_in: usize, c_out: usize, device: &Device) -> Conv2d {
-    Conv2dConfig::new([c_in, c_out], [3, 3])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .init(device)
-}
-
 fn conv1x1(c_in: usize, c_out: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([c_in, c_out], [1, 1]).init(device)
 }
@@ -70,18 +64,9 @@ impl UNetConfig {
         4 * self.base_channels
     }
 
-    /// Builds the network with weights drawn reproducibly from `seed`.
-    ///
-    /// Burn's initialisers draw lazily, at a parameter's first use, from the backend's global
-    /// RNG. So this seeds that RNG and forces every parameter to initialise at once, under the
-    /// process-wide lock of [`with_backend_rng`]: no draw of Ember's ever happens outside it, so
-    /// models built at the same time (tests run in threads) cannot interleave their draws.
+    /// Builds the network with weights drawn reproducibly from `seed` (see [`seeded_init`]).
     pub fn init(&self, device: &Device, seed: u64) -> UNet {
-        with_backend_rng(device, seed, || {
-            let model = self.build(device);
-            model.visit(&mut Materialize);
-            model
-        })
+        seeded_init(device, seed, || self.build(device))
     }
 
     /// The network with lazily initialised parameters.
@@ -160,25 +145,6 @@ impl UNetConfig {
             num_classes: self.num_classes,
             base_channels: self.base_channels,
         }
-    }
-}
-
-/// Runs `f` with the backend's global RNG seeded to `seed`, holding a process-wide lock so no
-/// other thread reseeds or draws from it meanwhile. Burn's initialisers and dropout layers draw
-/// from that RNG; this makes their draws a function of `seed` alone.
-pub fn with_backend_rng<T>(device: &Device, seed: u64, f: impl FnOnce() -> T) -> T {
-    static BACKEND_RNG: Mutex<()> = Mutex::new(());
-    let _guard = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    device.seed(seed);
-    f()
-}
-
-/// Reads every parameter once, which runs its lazy initialiser.
-struct Materialize;
-
-impl ModuleVisitor for Materialize {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let _ = param.val();
     }
 }
 

@@ -20,7 +20,8 @@ pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 pub const CONFIG_FILE: &str = "config.toml";
 pub const STATE_FILE: &str = "state.toml";
 /// Bumped whenever the checkpoint layout changes; older or newer checkpoints are refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: checksums are CRC-32 (`crc32:` and 8 hex digits) instead of FNV-1a.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -44,13 +45,13 @@ pub struct CheckpointState {
     pub format_version: u32,
     /// Optimiser steps taken when the checkpoint was written.
     pub step: usize,
-    /// FNV-1a hash of `config.toml`, the resolved config the run was trained with.
+    /// [`checksum`] of `config.toml`, the resolved config the run was trained with.
     pub config_hash: String,
-    /// FNV-1a hash of each data file, to catch truncated or garbled files.
+    /// [`checksum`] of each data file, to catch truncated or garbled files.
     pub checksums: std::collections::BTreeMap<String, String>,
 }
 
-pub use ember_model::hash::fnv1a;
+use ember_model::hash::checksum;
 
 /// Writes every file of a checkpoint into `dir`, each flushed to disk, `state.toml` last.
 pub fn write(trainer: &Trainer, dir: &Path) -> Result<(), CheckpointError> {
@@ -78,7 +79,7 @@ pub fn write(trainer: &Trainer, dir: &Path) -> Result<(), CheckpointError> {
         std::fs::File::open(&p)
             .and_then(|f| f.sync_all())
             .map_err(|e| fail(&p, &e))?;
-        checksums.insert(file.to_string(), fnv1a(&bytes));
+        checksums.insert(file.to_string(), checksum(&bytes));
     }
     let config_text = trainer.config.to_toml();
     let p = dir.join(CONFIG_FILE);
@@ -86,7 +87,7 @@ pub fn write(trainer: &Trainer, dir: &Path) -> Result<(), CheckpointError> {
     let state = CheckpointState {
         format_version: FORMAT_VERSION,
         step: trainer.step,
-        config_hash: fnv1a(config_text.as_bytes()),
+        config_hash: checksum(config_text.as_bytes()),
         checksums,
     };
     let p = dir.join(STATE_FILE);
@@ -108,7 +109,7 @@ pub fn read_config(
 ) -> Result<ExperimentConfig, CheckpointError> {
     let p = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&p).map_err(|e| load_error(&p, e.to_string()))?;
-    if fnv1a(text.as_bytes()) != state.config_hash {
+    if checksum(text.as_bytes()) != state.config_hash {
         return Err(load_error(
             &p,
             "does not match config_hash in state.toml: the file is corrupted",
@@ -139,7 +140,7 @@ pub fn verify(dir: &Path) -> Result<CheckpointState, CheckpointError> {
             .checksums
             .get(file)
             .ok_or_else(|| load_error(&p, format!("no checksum for {file}")))?;
-        let got = fnv1a(&bytes);
+        let got = checksum(&bytes);
         if &got != expected {
             return Err(load_error(
                 &fp,

@@ -575,19 +575,33 @@ mod tests {
         std::fs::write(&ema, &bytes).unwrap();
         checkpoint::verify(&newest).unwrap();
 
-        // Another format version.
+        // Another format version: an older one (FNV-1a checksums) or a newer one.
         let state_path = newest.join(checkpoint::STATE_FILE);
         let state = std::fs::read_to_string(&state_path).unwrap();
-        std::fs::write(
-            &state_path,
-            state.replace("format_version = 1", "format_version = 99"),
-        )
-        .unwrap();
-        let err = checkpoint::verify(&newest).unwrap_err().to_string();
-        assert!(
-            err.contains("state.toml") && err.contains("version 99"),
-            "{err}"
-        );
+        let current = format!("format_version = {}", checkpoint::FORMAT_VERSION);
+        assert!(state.contains(&current), "{state}");
+        assert!(state.contains("config_hash = \"crc32:"), "{state}");
+        for (version, expected) in [
+            (
+                1,
+                "checkpoint format version 1, but this ember reads version 2",
+            ),
+            (
+                99,
+                "checkpoint format version 99, but this ember reads version 2",
+            ),
+        ] {
+            std::fs::write(
+                &state_path,
+                state.replace(&current, &format!("format_version = {version}")),
+            )
+            .unwrap();
+            let err = checkpoint::verify(&newest).unwrap_err().to_string();
+            assert!(
+                err.contains("state.toml") && err.contains(expected),
+                "{err}"
+            );
+        }
         std::fs::write(&state_path, &state).unwrap();
 
         // A changed model shape is refused, naming the key.
