@@ -95,7 +95,7 @@ impl ModelConfig {
             ));
         }
         for mult in mults {
-            let ch = self.base_channels.checked_mul(*mult).unwrap_or(usize::MAX);
+            let ch = self.base_channels.saturating_mul(*mult);
             if ch > MAX_LEVEL_CHANNELS {
                 return Err(bad(
                     "model.channel_mults",
@@ -266,7 +266,7 @@ impl TrainConfig {
                 format!("expected [0, 1), got {}", self.ema_decay),
             ));
         }
-        if !(self.grad_clip_norm >= 0.0) {
+        if self.grad_clip_norm.is_nan() || self.grad_clip_norm < 0.0 {
             return Err(bad("train.grad_clip_norm", "expected >= 0 (0 disables)"));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
