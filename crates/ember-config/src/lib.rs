@@ -421,7 +421,12 @@ macro_rules! parse_by_config_name {
         }
     )*};
 }
-parse_by_config_name!(SamplerKind, TimestepSpacing);
+parse_by_config_name!(
+    SamplerKind,
+    TimestepSpacing,
+    GuidanceMethod,
+    GuidanceSchedule
+);
 
 /// Which of the T training timesteps a sampler visits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -438,6 +443,67 @@ pub enum TimestepSpacing {
     Karras,
 }
 
+/// How the guided prediction is made from the network's branches. Each method's scale is
+/// `guidance_scale`, in Ember's convention (1 = the plain conditional model) except CFG++'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuidanceMethod {
+    /// Classifier-free guidance (Ho & Salimans 2022): `D_u + s (D_c - D_u)`.
+    Cfg,
+    /// Adaptive projected guidance (Sadat et al. 2024): CFG's update split into the parts
+    /// parallel and orthogonal to the conditional prediction, the parallel part weighted by
+    /// `apg_eta`, with optional momentum and norm cap.
+    Apg,
+    /// CFG++ (Chung et al. 2024): the clean image of CFG at scale lambda = `guidance_scale` in
+    /// [0, 1], re-noised with the unconditional noise.
+    CfgPp,
+    /// CFG-Zero* (Fan et al. 2025): the unconditional branch scaled by its optimal projection
+    /// onto the conditional one, and the first `cfg_zero_init_steps` steps zeroed.
+    CfgZeroStar,
+    /// Autoguidance (Karras et al. 2024): `D_weak + s (D_good - D_weak)`, both conditional,
+    /// the weak model from `guide_run`.
+    Autoguidance,
+}
+
+impl GuidanceMethod {
+    /// Every method, in the order of the docs.
+    pub const ALL: [GuidanceMethod; 5] = [
+        GuidanceMethod::Cfg,
+        GuidanceMethod::Apg,
+        GuidanceMethod::CfgPp,
+        GuidanceMethod::CfgZeroStar,
+        GuidanceMethod::Autoguidance,
+    ];
+
+    /// The name a config file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            GuidanceMethod::Cfg => "cfg",
+            GuidanceMethod::Apg => "apg",
+            GuidanceMethod::CfgPp => "cfg-pp",
+            GuidanceMethod::CfgZeroStar => "cfg-zero-star",
+            GuidanceMethod::Autoguidance => "autoguidance",
+        }
+    }
+}
+
+/// The guidance scale as a function of the timestep's position `p = 1 - t / (T - 1)` (0 at the
+/// noisiest training timestep, 1 at the cleanest), so a denoiser needs no step counter:
+/// `w(t) = 1 + (s - 1) f(p)`, between no guidance (1) and the set scale `s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuidanceSchedule {
+    /// `w = s` at every timestep.
+    Constant,
+    /// `f = p`: no guidance at the noisiest timestep, rising to `s` at the cleanest (MAR's
+    /// linear CFG, Li et al. 2024).
+    LinearUp,
+    /// `f = 1 - p`: `s` at the noisiest timestep, falling to no guidance at the cleanest.
+    LinearDown,
+    /// `f = (1 - cos(pi p)) / 2`: rising like linear-up, flat at both ends.
+    Cosine,
+}
+
 /// How to sample and guide: the one settings type of sampling. The config's `[sample]` table,
 /// the flags of `ember sample` and `ember eval` (which override it, then validation runs once)
 /// and the training grids all build their samples from it.
@@ -452,8 +518,34 @@ pub struct SampleConfig {
     pub steps: usize,
     /// DDIM stochasticity: 0 = deterministic DDIM, 1 = DDPM-like. Other samplers ignore it.
     pub eta: f64,
-    /// `eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)`; 1 = no guidance.
+    /// `eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)`; 1 = no guidance. For
+    /// `guidance_method = "cfg-pp"` it is CFG++'s lambda in [0, 1].
     pub guidance_scale: f64,
+    /// "cfg", "apg", "cfg-pp", "cfg-zero-star" or "autoguidance" (see [`GuidanceMethod`]).
+    pub guidance_method: GuidanceMethod,
+    /// The scale over the timesteps: "constant", "linear-up", "linear-down" or "cosine" (see
+    /// [`GuidanceSchedule`]); applies to every method.
+    pub guidance_schedule: GuidanceSchedule,
+    /// APG only: the weight of the update's part parallel to the conditional prediction
+    /// (0 = drop it, as the paper recommends; 1 = keep it, plain CFG without momentum or cap).
+    pub apg_eta: f64,
+    /// APG only: momentum beta of the running average of the update over the timesteps of one
+    /// sampling run, `avg = diff + beta * avg_previous` (0 = off; the paper uses negative
+    /// values, e.g. -0.5).
+    pub apg_momentum: f64,
+    /// APG only: the update's norm per sample is capped at this radius r (0 = no cap).
+    pub apg_norm_threshold: f64,
+    /// CFG-Zero* only: the prediction of this many of the noisiest steps is zeroed (a
+    /// rectified-flow velocity of zero: the step leaves `x / (sqrt(abar) + sqrt(1 - abar))`
+    /// unchanged); 0 = off.
+    pub cfg_zero_init_steps: usize,
+    /// Autoguidance only: the run directory of the weak model (an earlier checkpoint of the
+    /// same run, or a run of a smaller config with the same classes, image shape and
+    /// [diffusion]). Empty: none.
+    pub guide_run: PathBuf,
+    /// Autoguidance only: the step of the weak model's checkpoint in `guide_run`. Unset: its
+    /// latest.
+    pub guide_checkpoint: Option<usize>,
     /// Guide only while the noise level sigma = sqrt((1 - abar) / abar) lies in `[low, high]`
     /// (Kynkaanniemi et al. 2024); elsewhere one plain conditional forward. Empty: always.
     pub guidance_interval: Vec<f64>,
@@ -486,6 +578,14 @@ impl Default for SampleConfig {
             steps: 50,
             eta: 0.0,
             guidance_scale: 3.0,
+            guidance_method: GuidanceMethod::Cfg,
+            guidance_schedule: GuidanceSchedule::Constant,
+            apg_eta: 0.0,
+            apg_momentum: 0.0,
+            apg_norm_threshold: 0.0,
+            cfg_zero_init_steps: 1,
+            guide_run: PathBuf::new(),
+            guide_checkpoint: None,
             guidance_interval: Vec::new(),
             cfg_rescale: 0.0,
             dynamic_threshold: 0.0,
@@ -801,6 +901,69 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn guidance_methods_parse_and_contradictions_are_refused_by_key() {
+        assert_eq!(
+            "cfg-zero-star".parse::<GuidanceMethod>(),
+            Ok(GuidanceMethod::CfgZeroStar)
+        );
+        assert_eq!(
+            "linear-up".parse::<GuidanceSchedule>(),
+            Ok(GuidanceSchedule::LinearUp)
+        );
+        for method in GuidanceMethod::ALL {
+            assert_eq!(method.name().parse::<GuidanceMethod>(), Ok(method));
+        }
+        let err = "pag".parse::<GuidanceMethod>().unwrap_err();
+        assert!(err.contains("pag") && err.contains("autoguidance"), "{err}");
+        let cfg = parse(
+            "[sample]\nguidance_method = \"apg\"\napg_eta = 0.0\napg_momentum = -0.5\napg_norm_threshold = 2.5\nguidance_schedule = \"cosine\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.sample.guidance_method, GuidanceMethod::Apg);
+        let cfg = parse("[sample]\nguidance_method = \"autoguidance\"\nguide_run = \"runs/small\"\nguide_checkpoint = 500\n").unwrap();
+        assert_eq!(cfg.sample.guide_checkpoint, Some(500));
+        assert_eq!(parse(&cfg.to_toml()).unwrap(), cfg);
+        for (text, key) in [
+            ("guidance_method = \"cfg-pp\"", "sample.guidance_scale"),
+            (
+                "guidance_method = \"cfg-pp\"\nguidance_scale = 0.5\ncfg_rescale = 0.7",
+                "sample.cfg_rescale",
+            ),
+            (
+                "guidance_method = \"apg\"\ncfg_rescale = 0.7",
+                "sample.cfg_rescale",
+            ),
+            ("apg_eta = 1.5", "sample.apg_eta"),
+            ("apg_momentum = -1.0", "sample.apg_momentum"),
+            ("apg_norm_threshold = -1.0", "sample.apg_norm_threshold"),
+            (
+                "guidance_method = \"cfg-zero-star\"\nsteps = 4\ncfg_zero_init_steps = 4",
+                "sample.cfg_zero_init_steps",
+            ),
+            ("guidance_method = \"autoguidance\"", "sample.guide_run"),
+            (
+                "guidance_method = \"autoguidance\"\nguide_run = \"w\"\nnegative_class = 1",
+                "sample.negative_class",
+            ),
+            ("guide_run = \"w\"", "sample.guide_run"),
+            ("guide_checkpoint = 100", "sample.guide_checkpoint"),
+            ("guidance_schedule = \"exponential\"", "exponential"),
+        ] {
+            let err = parse(&format!("[sample]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        // CFG++'s lambda bounds the training grids' scales too.
+        let err = parse("[sample]\nguidance_method = \"cfg-pp\"\nguidance_scale = 0.5\n[log]\nsample_scales = [0.5, 3.0]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.sample_scales"), "{err}");
+        // Other methods' keys are checked for range, then ignored.
+        parse("[sample]\napg_eta = 1.0\ncfg_zero_init_steps = 80\n").unwrap();
     }
 
     #[test]

@@ -304,8 +304,9 @@ impl SampleConfig {
                 format!("expected [0, 1], got {}", self.eta),
             ));
         }
-        check_guidance_scale("sample.guidance_scale", self.guidance_scale)?;
+        self.check_scale("sample.guidance_scale", self.guidance_scale)?;
         positive_at_most("sample.per_class", self.per_class, MAX_PER_CLASS)?;
+        self.validate_method()?;
         match self.guidance_interval[..] {
             [] => {}
             [low, high] if 0.0 <= low && low <= high && high.is_finite() => {}
@@ -348,6 +349,112 @@ impl SampleConfig {
                     crate::scale_label(self.classifier_guidance)
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl SampleConfig {
+    /// A guidance scale for this method: finite, within the limit, and CFG++'s lambda in [0, 1].
+    /// `key` names where the scale came from (`sample.guidance_scale`, or a sweep's flag).
+    pub fn check_scale(&self, key: &str, scale: f64) -> Result<(), KeyError> {
+        check_guidance_scale(key, scale)?;
+        if self.guidance_method == GuidanceMethod::CfgPp && !(0.0..=1.0).contains(&scale) {
+            return Err(bad(
+                key,
+                format!(
+                    "guidance_method \"cfg-pp\" takes lambda in [0, 1] (0 = unconditional, 1 = the conditional clean image), got {}",
+                    crate::scale_label(scale)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The guidance method's own keys, and the combinations that contradict it. Keys of other
+    /// methods are range-checked but ignored.
+    fn validate_method(&self) -> Result<(), KeyError> {
+        use GuidanceMethod::*;
+        let method = self.guidance_method;
+        if !(0.0..=1.0).contains(&self.apg_eta) {
+            return Err(bad(
+                "sample.apg_eta",
+                format!(
+                    "expected [0, 1] (0 = drop the parallel part, 1 = keep it), got {}",
+                    self.apg_eta
+                ),
+            ));
+        }
+        if !(self.apg_momentum > -1.0 && self.apg_momentum < 1.0) {
+            return Err(bad(
+                "sample.apg_momentum",
+                format!(
+                    "expected (-1, 1) (0 = off; the paper uses negative values), got {}",
+                    self.apg_momentum
+                ),
+            ));
+        }
+        if !(self.apg_norm_threshold >= 0.0 && self.apg_norm_threshold.is_finite()) {
+            return Err(bad(
+                "sample.apg_norm_threshold",
+                format!(
+                    "expected a radius >= 0 (0 = no cap), got {}",
+                    self.apg_norm_threshold
+                ),
+            ));
+        }
+        if method == CfgZeroStar && self.cfg_zero_init_steps >= self.steps {
+            return Err(bad(
+                "sample.cfg_zero_init_steps",
+                format!(
+                    "zeroing {} of {} steps leaves none to sample with; expected fewer than sample.steps",
+                    self.cfg_zero_init_steps, self.steps
+                ),
+            ));
+        }
+        if self.cfg_rescale > 0.0 && !matches!(method, Cfg | Autoguidance) {
+            return Err(bad(
+                "sample.cfg_rescale",
+                format!(
+                    "CFG rescale applies to guidance_method \"cfg\" and \"autoguidance\", not \"{}\"; set it to 0",
+                    method.name()
+                ),
+            ));
+        }
+        if method == Autoguidance {
+            if let Some(c) = self.negative_class {
+                return Err(bad(
+                    "sample.negative_class",
+                    format!(
+                        "autoguidance has no unconditional branch for class {c} to replace: both of its models are conditional"
+                    ),
+                ));
+            }
+            if self.guide_run.as_os_str().is_empty() {
+                return Err(bad(
+                    "sample.guide_run",
+                    "guidance_method \"autoguidance\" needs the weak model's run directory",
+                ));
+            }
+        } else {
+            if !self.guide_run.as_os_str().is_empty() {
+                return Err(bad(
+                    "sample.guide_run",
+                    format!(
+                        "a weak model guides only guidance_method \"autoguidance\", not \"{}\"",
+                        method.name()
+                    ),
+                ));
+            }
+            if self.guide_checkpoint.is_some() {
+                return Err(bad(
+                    "sample.guide_checkpoint",
+                    format!(
+                        "a weak model guides only guidance_method \"autoguidance\", not \"{}\"",
+                        method.name()
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -411,6 +518,9 @@ impl ExperimentConfig {
         self.sample
             .validate(self.diffusion.timesteps, self.model.num_classes)?;
         self.log.validate()?;
+        for &scale in &self.log.sample_scales {
+            self.sample.check_scale("log.sample_scales", scale)?;
+        }
         self.classifier.validate()
     }
 }
