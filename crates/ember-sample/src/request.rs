@@ -6,10 +6,12 @@ use crate::noise::{NoiseSource, SeededNoise};
 use crate::samplers::sampler;
 use crate::timesteps::{strength_tail, timesteps};
 use burn::prelude::*;
+use burn::tensor::ops::PadMode;
 use ember_io::GridImage;
 use ember_model::{NoiseSchedule, UNet};
 
-/// img2img / inpainting: the image to start from, noised to the first timestep that runs.
+/// img2img / inpainting / outpainting: the image to start from, noised to the first timestep
+/// that runs. Its size is the size sampled.
 #[derive(Debug, Clone)]
 pub struct InitImage {
     /// `[1, ch, h, w]` in [-1, 1]
@@ -18,6 +20,29 @@ pub struct InitImage {
     pub mask: Option<Tensor<4>>,
     /// The fraction of the steps that run, in (0, 1]: higher strays further from the image.
     pub strength: f64,
+}
+
+impl InitImage {
+    /// Outpainting (the reference article's section 6): `image` in the middle of a canvas
+    /// `margins = [left, top, right, bottom]` pixels larger, whose border is generated around
+    /// the image's pixels, which are kept exactly (inpainting with the border as the mask).
+    /// The border starts mid-grey (0), which only matters at `strength < 1`. The network is
+    /// convolutional, so it samples the larger canvas as it samples its training size; the
+    /// caller checks the canvas suits the network (divisible by `2^(levels - 1)`).
+    ///
+    /// # Shapes
+    /// - image: `[1, ch, h, w]` -> a canvas `[1, ch, top + h + bottom, left + w + right]`
+    pub fn outpaint(image: Tensor<4>, margins: [usize; 4], strength: f64) -> Self {
+        let [left, top, right, bottom] = margins;
+        let [_, _, h, w] = image.dims();
+        let padding = [(top, bottom), (left, right)];
+        let keep = Tensor::<4>::zeros([1, 1, h, w], &image.device());
+        Self {
+            mask: Some(keep.pad(padding, PadMode::Constant(1.0))),
+            image: image.pad(padding, PadMode::Constant(0.0)),
+            strength,
+        }
+    }
 }
 
 /// A grid to sample: one row per class, `guidance.settings.per_class` columns.
@@ -52,7 +77,7 @@ pub fn sample_images(
     let sampler = sampler(s.sampler, s.eta);
     let all = timesteps(schedule, s.steps, s.spacing);
     let Some(init) = init else {
-        return with_guidance(model, schedule, &labels, guidance, device, |d| {
+        return with_guidance(model, schedule, &labels, guidance, &all, device, |d| {
             sampler.sample(d, x_t, &all, &mut noise)
         });
     };
@@ -66,6 +91,7 @@ pub fn sample_images(
         schedule,
         &labels,
         guidance,
+        &ts,
         device,
         |d| match &init.mask {
             Some(mask) => {

@@ -2,8 +2,8 @@
 //! noisy classifier, so samplers and guidance are checked against ground truth rather than a
 //! snapshot of themselves.
 
-use crate::denoiser::Denoiser;
-use crate::guidance::NoisyClassifier;
+use crate::denoiser::{Denoised, Denoiser};
+use crate::guidance::{Branches, NoisyClassifier};
 use burn::prelude::*;
 use ember_config::{DiffusionConfig, Prediction};
 use ember_model::NoiseSchedule;
@@ -24,9 +24,9 @@ impl Denoiser for Shrink {
     fn schedule(&self) -> &NoiseSchedule {
         &self.0
     }
-    fn denoise(&self, x: Tensor<4>, t: usize) -> Tensor<4> {
+    fn denoise(&self, x: Tensor<4>, t: usize) -> Denoised {
         let eps = x.clone().mul_scalar(0.5 + t as f64 / 4000.0);
-        self.0.x0_from_eps(x, eps, t)
+        self.0.x0_from_eps(x, eps, t).into()
     }
 }
 
@@ -91,21 +91,48 @@ impl Denoiser for Mixture {
     }
 
     /// `E[x0 | x_t]`; at `abar = 0` the posterior is the prior, whose mean it returns.
-    fn denoise(&self, x: Tensor<4>, t: usize) -> Tensor<4> {
+    fn denoise(&self, x: Tensor<4>, t: usize) -> Denoised {
+        self.posterior_mean(x, t, None).into()
+    }
+}
+
+impl Mixture {
+    /// `E[x0 | x_t]` under the whole mixture (`class = None`) or under one component, per row
+    /// (`class = Some(labels)`: row `i` of component `labels[i]`, the exact class-conditional
+    /// denoiser `mu_y + std^2 / var (z - mu_y)`).
+    pub fn posterior_mean(&self, x: Tensor<4>, t: usize, class: Option<&[usize]>) -> Tensor<4> {
         let device = x.device();
         let shape = x.dims();
         let ab = self.schedule.alpha_bar(Some(t));
         let values = x.into_data().try_into_vec::<f32>().unwrap();
         let mut x0 = Vec::with_capacity(values.len());
-        for pair in values.chunks_exact(2) {
+        for (row, pair) in values.chunks_exact(2).enumerate() {
+            let weights = match class {
+                Some(labels) => {
+                    let mut w = vec![0.0; self.means.len()];
+                    w[labels[row]] = 1.0;
+                    w
+                }
+                None => self.weights.to_vec(),
+            };
             if ab == 0.0 {
-                let (mean, _) = self.mean_and_cov();
-                x0.extend(mean.map(|m| m as f32));
+                for i in 0..2 {
+                    let m: f64 = self
+                        .means
+                        .iter()
+                        .zip(&weights)
+                        .map(|(mu, w)| w * mu[i])
+                        .sum();
+                    x0.push(m as f32);
+                }
                 continue;
             }
             let var = self.std * self.std + (1.0 - ab) / ab;
             let z = [pair[0] as f64 / ab.sqrt(), pair[1] as f64 / ab.sqrt()];
-            let r = self.responsibilities(z, var);
+            let r = match class {
+                Some(_) => weights,
+                None => self.responsibilities(z, var),
+            };
             for (i, zi) in z.iter().enumerate() {
                 let d: f64 = self
                     .means
@@ -117,6 +144,48 @@ impl Denoiser for Mixture {
             }
         }
         Tensor::from_data(TensorData::new(x0, shape), &device)
+    }
+}
+
+/// A clean-image prediction at `x` reported as a network of the schedule's prediction type
+/// would report it (noise, velocity or clean image).
+pub fn as_output(s: &NoiseSchedule, x0: Tensor<4>, x: Tensor<4>, t: usize) -> Tensor<4> {
+    let ab = s.alpha_bar(Some(t));
+    match s.prediction() {
+        Prediction::Epsilon => s.eps_from_x0(x, x0, t),
+        Prediction::V => {
+            let eps = s.eps_from_x0(x, x0.clone(), t);
+            eps.mul_scalar(ab.sqrt()) - x0.mul_scalar((1.0 - ab).sqrt())
+        }
+        Prediction::X0 => x0,
+    }
+}
+
+/// The mixture as a class-conditional network: the conditional branch is component
+/// `labels[i]` of each row (exactly), the unconditional branch the whole mixture, both
+/// reported in the schedule's parameterisation. With `blind`, the conditional branch is the
+/// whole mixture too: a model that ignores its class.
+pub struct MixtureBranches<'a> {
+    pub mixture: &'a Mixture,
+    pub labels: Vec<usize>,
+    pub blind: bool,
+}
+
+impl Branches for MixtureBranches<'_> {
+    fn schedule(&self) -> &NoiseSchedule {
+        &self.mixture.schedule
+    }
+    fn cond(&self, x: Tensor<4>, t: usize) -> Tensor<4> {
+        let class = (!self.blind).then_some(&self.labels[..]);
+        let x0 = self.mixture.posterior_mean(x.clone(), t, class);
+        as_output(&self.mixture.schedule, x0, x, t)
+    }
+    fn uncond(&self, x: Tensor<4>, t: usize) -> Tensor<4> {
+        let x0 = self.mixture.posterior_mean(x.clone(), t, None);
+        as_output(&self.mixture.schedule, x0, x, t)
+    }
+    fn both(&self, x: Tensor<4>, t: usize) -> (Tensor<4>, Tensor<4>) {
+        (self.cond(x.clone(), t), self.uncond(x, t))
     }
 }
 
@@ -149,29 +218,15 @@ impl NoisyClassifier for Mixture {
 /// back into the clean image by the schedule's own conversion, as for the UNet.
 pub struct Reparameterised<'a>(pub &'a Mixture);
 
-impl Reparameterised<'_> {
-    fn output(&self, x: Tensor<4>, t: usize) -> Tensor<4> {
-        let s = &self.0.schedule;
-        let ab = s.alpha_bar(Some(t));
-        let x0 = self.0.denoise(x.clone(), t);
-        match s.prediction() {
-            Prediction::Epsilon => s.eps_from_x0(x, x0, t),
-            Prediction::V => {
-                let eps = s.eps_from_x0(x, x0.clone(), t);
-                eps.mul_scalar(ab.sqrt()) - x0.mul_scalar((1.0 - ab).sqrt())
-            }
-            Prediction::X0 => x0,
-        }
-    }
-}
-
 impl Denoiser for Reparameterised<'_> {
     fn schedule(&self) -> &NoiseSchedule {
         &self.0.schedule
     }
-    fn denoise(&self, x: Tensor<4>, t: usize) -> Tensor<4> {
-        let output = self.output(x.clone(), t);
-        self.0.schedule.output_to_x0(output, x, t)
+    fn denoise(&self, x: Tensor<4>, t: usize) -> Denoised {
+        let s = &self.0.schedule;
+        let x0 = self.0.denoise(x.clone(), t).x0;
+        let output = as_output(s, x0, x.clone(), t);
+        s.output_to_x0(output, x, t).into()
     }
 }
 

@@ -197,7 +197,7 @@ impl Denoiser for Timed<'_> {
     fn schedule(&self) -> &ember_model::NoiseSchedule {
         self.inner.schedule()
     }
-    fn denoise(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
+    fn denoise(&self, x: Tensor<4>, timestep: usize) -> ember_sample::denoiser::Denoised {
         self.marks.borrow_mut().push(Instant::now());
         self.inner.denoise(x, timestep)
     }

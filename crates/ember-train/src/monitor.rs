@@ -71,14 +71,18 @@ impl RunMonitor {
 
     /// One grid per configured scale from the EMA weights, same noise every time. Every
     /// `[sample]` option applies except classifier guidance, whose classifier training does
-    /// not load.
+    /// not load, and autoguidance, whose weak model it does not load either (its grids use
+    /// CFG at the same scale).
     fn write_grids(&mut self, trainer: &Trainer) -> Result<(), RunError> {
         let m = &self.config.model;
         let shape = [m.image_channels, m.image_size, m.image_size];
-        let settings = ember_config::SampleConfig {
+        let mut settings = ember_config::SampleConfig {
             classifier_guidance: 0.0,
             ..self.config.sample.clone()
         };
+        if settings.guidance_method == ember_config::GuidanceMethod::Autoguidance {
+            settings.guidance_method = ember_config::GuidanceMethod::Cfg;
+        }
         for scale in self.config.log_sample_scales() {
             let started = Instant::now();
             let request = SampleRequest {

@@ -9,10 +9,15 @@
 //! Steps are Flawed", section 3.4) acts on the network's output, as Lin et al. apply it to
 //! v-prediction. With a negative class, that class's prediction takes the unconditional
 //! branch's place (the reference article's negative prompting).
+//!
+//! The same wrapper over other [`Branches`] is autoguidance (`autoguidance.rs`): the formula is
+//! CFG's with a weak model in the unconditional branch.
 
-use crate::denoiser::Denoiser;
+use super::branches::{Branches, ClassBranches};
+use super::schedule::ScaleSchedule;
+use crate::denoiser::{Denoised, Denoiser};
 use burn::prelude::*;
-use ember_model::{NoiseSchedule, UNet, labels_tensor};
+use ember_model::{NoiseSchedule, UNet};
 
 /// Combines conditional and unconditional predictions with scale `s`; the one place the
 /// guidance formula is written.
@@ -38,19 +43,15 @@ pub fn rescale(guided: Tensor<4>, cond: Tensor<4>, phi: f64) -> Tensor<4> {
 /// The network, guided, for fixed per-row class labels: the denoiser every sampling path
 /// starts from (at scale 1 it is the bare conditional network).
 pub struct ClassifierFreeGuidance<'a> {
-    model: &'a UNet,
-    schedule: &'a NoiseSchedule,
-    /// `[batch]` requested classes.
-    labels: Tensor<1, Int>,
-    /// `[batch]` labels of the other branch: the null class, or the negative class.
-    uncond_labels: Tensor<1, Int>,
-    scale: f64,
+    branches: Box<dyn Branches + 'a>,
+    scale: ScaleSchedule,
     /// CFG rescale phi.
     rescale: f64,
 }
 
 impl<'a> ClassifierFreeGuidance<'a> {
-    /// `negative_class`, if given, replaces the null class in the unconditional branch.
+    /// CFG of `model` for rows of class `labels`; `negative_class`, if given, replaces the null
+    /// class in the unconditional branch.
     pub fn new(
         model: &'a UNet,
         schedule: &'a NoiseSchedule,
@@ -59,13 +60,15 @@ impl<'a> ClassifierFreeGuidance<'a> {
         negative_class: Option<usize>,
         device: &Device,
     ) -> Self {
-        let uncond = negative_class.unwrap_or(model.null_class());
+        let branches = ClassBranches::new(model, schedule, labels, negative_class, device);
+        Self::over(branches, scale)
+    }
+
+    /// CFG's formula over any two branches (autoguidance: a good and a weak model).
+    pub fn over(branches: impl Branches + 'a, scale: impl Into<ScaleSchedule>) -> Self {
         Self {
-            model,
-            schedule,
-            labels: labels_tensor(labels, device),
-            uncond_labels: labels_tensor(&vec![uncond; labels.len()], device),
-            scale,
+            branches: Box::new(branches),
+            scale: scale.into(),
             rescale: 0.0,
         }
     }
@@ -81,47 +84,33 @@ impl<'a> ClassifierFreeGuidance<'a> {
     /// # Shapes
     /// - x: `[batch, ch, h, w]` -> `[batch, ch, h, w]`
     pub fn output(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
-        let device = x.device();
-        let [batch, _, _, _] = x.dims();
+        let scale = self.scale.at(timestep, self.branches.schedule());
         // "No guidance" and "unconditional" are one plain forward: exactly the bare model.
-        if self.scale == 1.0 {
-            let t = timesteps_tensor(timestep, batch, &device);
-            return self.model.forward(x, t, self.labels.clone());
+        if scale == 1.0 {
+            return self.branches.cond(x, timestep);
         }
-        if self.scale == 0.0 {
-            let t = timesteps_tensor(timestep, batch, &device);
-            return self.model.forward(x, t, self.uncond_labels.clone());
+        if scale == 0.0 {
+            return self.branches.uncond(x, timestep);
         }
-        // One batched forward over [x; x] with [labels; uncond].
-        let t = timesteps_tensor(timestep, 2 * batch, &device);
-        let x2 = Tensor::cat(vec![x.clone(), x], 0); // [2 batch, ch, h, w]
-        let y2 = Tensor::cat(vec![self.labels.clone(), self.uncond_labels.clone()], 0);
-        let out = self.model.forward(x2, t, y2);
-        let cond = out.clone().narrow(0, 0, batch);
-        let uncond = out.narrow(0, batch, batch);
-        rescale(guide(cond.clone(), uncond, self.scale), cond, self.rescale)
+        let (cond, uncond) = self.branches.both(x, timestep);
+        rescale(guide(cond.clone(), uncond, scale), cond, self.rescale)
     }
-}
-
-/// `[batch]` copies of one timestep, as the network takes them.
-pub(crate) fn timesteps_tensor(timestep: usize, batch: usize, device: &Device) -> Tensor<1> {
-    Tensor::<1>::ones([batch], device).mul_scalar(timestep as f64)
 }
 
 impl Denoiser for ClassifierFreeGuidance<'_> {
     fn schedule(&self) -> &NoiseSchedule {
-        self.schedule
+        self.branches.schedule()
     }
 
-    fn denoise(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
+    fn denoise(&self, x: Tensor<4>, timestep: usize) -> Denoised {
         let output = self.output(x.clone(), timestep);
-        self.schedule.output_to_x0(output, x, timestep)
+        self.schedule().output_to_x0(output, x, timestep).into()
     }
 
     /// For a noise-prediction network the output is the noise itself: returned as is, so the
     /// bare model at scale 1 gives exactly its own prediction.
     fn eps(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
         let output = self.output(x.clone(), timestep);
-        self.schedule.output_to_eps(output, x, timestep)
+        self.schedule().output_to_eps(output, x, timestep)
     }
 }

@@ -3,7 +3,7 @@
 //! gradient of a noise-aware classifier, `eps - s sqrt(1 - abar) grad_x log p(y | x_t)`, i.e.
 //! samples `p(x) p(y | x)^s` when the inner denoiser is the unconditional model.
 
-use crate::denoiser::Denoiser;
+use crate::denoiser::{Denoised, Denoiser};
 use burn::prelude::*;
 use ember_model::NoiseSchedule;
 
@@ -45,14 +45,19 @@ impl Denoiser for ClassifierGuidance<'_> {
     }
 
     /// The shifted noise's clean image: `x0 + s (1 - abar) / sqrt(abar) grad`. At `abar = 0`
-    /// (pure noise) that shift is unbounded; there the classifier is not consulted.
-    fn denoise(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
+    /// (pure noise) that shift is unbounded; there the classifier is not consulted. A CFG++
+    /// re-noising prediction passes unchanged: the classifier moves the clean image the step
+    /// aims at, the step keeps the unconditional noise.
+    fn denoise(&self, x: Tensor<4>, timestep: usize) -> Denoised {
         let ab = self.schedule().alpha_bar(Some(timestep));
-        let x0 = self.inner.denoise(x.clone(), timestep);
+        let d = self.inner.denoise(x.clone(), timestep);
         if ab == 0.0 {
-            return x0;
+            return d;
         }
         let grad = self.classifier.grad_log_prob(x, timestep, &self.labels);
-        x0 + grad.mul_scalar(self.scale * (1.0 - ab) / ab.sqrt())
+        Denoised {
+            x0: d.x0 + grad.mul_scalar(self.scale * (1.0 - ab) / ab.sqrt()),
+            renoise: d.renoise,
+        }
     }
 }

@@ -1,6 +1,8 @@
-//! Inpainting (the reference article's section 6) as a denoiser wrapper.
+//! Inpainting and outpainting (the reference article's section 6) as a denoiser wrapper:
+//! outpainting is inpainting on a larger canvas whose border is the region to generate (see
+//! `request.rs`, [`crate::InitImage::outpaint`]).
 
-use crate::denoiser::Denoiser;
+use crate::denoiser::{Denoised, Denoiser};
 use burn::prelude::*;
 use ember_model::NoiseSchedule;
 
@@ -30,10 +32,13 @@ impl Denoiser for Inpaint<'_> {
         self.inner.schedule()
     }
 
-    fn denoise(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
-        let x0 = self.inner.denoise(x, timestep);
-        let [_, c, _, _] = x0.dims();
+    /// The kept pixels are known exactly, so both the clean image and a CFG++ re-noising
+    /// prediction take the source there: a kept pixel steps as in an unguided run.
+    fn denoise(&self, x: Tensor<4>, timestep: usize) -> Denoised {
+        let d = self.inner.denoise(x, timestep);
+        let [_, c, _, _] = d.x0.dims();
         let keep = self.keep.clone().repeat_dim(1, c);
-        self.source.clone() * keep.clone() + x0 * keep.neg().add_scalar(1.0)
+        let free = keep.clone().neg().add_scalar(1.0);
+        d.map(|p| self.source.clone() * keep.clone() + p * free.clone())
     }
 }

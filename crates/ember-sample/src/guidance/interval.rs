@@ -3,7 +3,7 @@
 //! while the noise level lies in `[low, high]`, a plain conditional one (one forward at batch B)
 //! elsewhere.
 
-use crate::denoiser::Denoiser;
+use crate::denoiser::{Denoised, Denoiser};
 use burn::prelude::*;
 use ember_model::NoiseSchedule;
 
@@ -46,7 +46,7 @@ impl Denoiser for GuidanceInterval<'_> {
         self.guided.schedule()
     }
 
-    fn denoise(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
+    fn denoise(&self, x: Tensor<4>, timestep: usize) -> Denoised {
         self.branch(timestep).denoise(x, timestep)
     }
 

@@ -1,8 +1,9 @@
 //! The wrappers against the formulas they implement, on a small perturbed UNet and on the
 //! exact mixture denoiser.
 
-use super::cfg::timesteps_tensor;
+use super::branches::timesteps_tensor;
 use super::*;
+use crate::denoiser::Denoised;
 use crate::noise::{NoiseSource, SeededNoise};
 use crate::samplers::sampler;
 use crate::testing::{Shrink, schedule, values};
@@ -10,7 +11,12 @@ use crate::timesteps::{strength_tail, timesteps};
 use ember_config::{SamplerKind, TimestepSpacing};
 use ember_model::{UNetConfig, labels_tensor};
 
-fn model(device: &Device) -> UNet {
+pub(super) fn model(device: &Device) -> UNet {
+    model_seeded(device, 0)
+}
+
+/// The small test UNet from initialisation seed `seed`, perturbed.
+pub(super) fn model_seeded(device: &Device, seed: u64) -> UNet {
     let model = UNetConfig {
         num_classes: 3,
         image_channels: 1,
@@ -22,7 +28,7 @@ fn model(device: &Device) -> UNet {
         norm_groups: 4,
         dropout: 0.0,
     }
-    .init(device, 0);
+    .init(device, seed);
     // Zero-initialised output layers would make every prediction 0; perturb them.
     perturb(model, device)
 }
@@ -51,11 +57,11 @@ fn perturb(model: UNet, device: &Device) -> UNet {
     model.map(&mut Perturb(device, 0))
 }
 
-fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+pub(super) fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
     (a - b).abs().max().into_scalar()
 }
 
-fn inputs(device: &Device) -> (Tensor<4>, Vec<usize>) {
+pub(super) fn inputs(device: &Device) -> (Tensor<4>, Vec<usize>) {
     let x = ember_model::rng::Rng::new(9).normals(2 * 64);
     let x = Tensor::<1>::from_data(TensorData::new(x, [128]), device).reshape([2, 1, 8, 8]);
     (x, vec![0, 2])
@@ -155,7 +161,7 @@ impl Denoiser for Counting<'_> {
     fn schedule(&self) -> &NoiseSchedule {
         self.0.schedule()
     }
-    fn denoise(&self, x: Tensor<4>, t: usize) -> Tensor<4> {
+    fn denoise(&self, x: Tensor<4>, t: usize) -> Denoised {
         self.1.set(self.1.get() + 1);
         self.0.denoise(x, t)
     }
@@ -207,6 +213,7 @@ fn interval_rescale_and_negative_class_compose_through_with_guidance() {
         &s,
         &labels,
         Guidance::new(&settings, None),
+        &[],
         &device,
         |d| {
             // Inside: CFG against the negative class, rescaled.
@@ -231,16 +238,16 @@ fn dynamic_thresholding_keeps_predicted_images_in_range() {
         fn schedule(&self) -> &NoiseSchedule {
             &self.0
         }
-        fn denoise(&self, x: Tensor<4>, _: usize) -> Tensor<4> {
-            x.mul_scalar(3.0)
+        fn denoise(&self, x: Tensor<4>, _: usize) -> Denoised {
+            x.mul_scalar(3.0).into()
         }
     }
     let device = Device::flex();
     let (x, _) = inputs(&device);
     let wild = Wild(schedule());
-    let raw = values(wild.denoise(x.clone(), 500));
+    let raw = values(wild.denoise(x.clone(), 500).x0);
     assert!(raw.iter().any(|v| v.abs() > 2.0));
-    let thresholded = values(DynamicThreshold::new(&wild, 0.9).denoise(x.clone(), 500));
+    let thresholded = values(DynamicThreshold::new(&wild, 0.9).denoise(x.clone(), 500).x0);
     assert!(thresholded.iter().all(|v| v.abs() <= 1.0 + 1e-6));
     // Per sample, the 90th percentile of |x0| maps to 1: about 10% of values sit at +-1.
     let at_one = thresholded[..64].iter().filter(|v| v.abs() > 0.999).count();
@@ -248,9 +255,9 @@ fn dynamic_thresholding_keeps_predicted_images_in_range() {
     // An in-range prediction is left as it is.
     let tame = Shrink(schedule());
     let x_small = x.mul_scalar(0.01);
-    let direct = tame.denoise(x_small.clone(), 10);
+    let direct = tame.denoise(x_small.clone(), 10).x0;
     assert!(values(direct.clone()).iter().all(|v| v.abs() < 1.0));
-    let kept = DynamicThreshold::new(&tame, 0.9).denoise(x_small, 10);
+    let kept = DynamicThreshold::new(&tame, 0.9).denoise(x_small, 10).x0;
     assert!(max_abs_diff(kept, direct) < 1e-6);
 }
 

@@ -1,6 +1,6 @@
 //! Dynamic thresholding (Saharia et al. 2022, Imagen, section 2.3) of the predicted clean image.
 
-use crate::denoiser::Denoiser;
+use crate::denoiser::{Denoised, Denoiser};
 use burn::prelude::*;
 use ember_model::NoiseSchedule;
 
@@ -22,20 +22,29 @@ impl Denoiser for DynamicThreshold<'_> {
         self.inner.schedule()
     }
 
-    fn denoise(&self, x: Tensor<4>, timestep: usize) -> Tensor<4> {
-        let device = x.device();
-        let [b, c, h, w] = x.dims();
-        let x0 = self.inner.denoise(x, timestep);
-        let values = x0.into_data().try_into_vec::<f32>().expect("f32 tensor");
-        let n = c * h * w;
-        let mut out = Vec::with_capacity(values.len());
-        for row in values.chunks_exact(n) {
-            let mut abs: Vec<f32> = row.iter().map(|v| v.abs()).collect();
-            abs.sort_by(f32::total_cmp);
-            let rank = ((n - 1) as f64 * self.percentile).round() as usize;
-            let s = abs[rank].max(1.0);
-            out.extend(row.iter().map(|v| v.clamp(-s, s) / s));
-        }
-        Tensor::<4>::from_data(TensorData::new(out, [b, c, h, w]), &device)
+    /// Thresholds the clean image, and CFG++'s re-noising prediction the same way (it stands
+    /// where the clean image stands in a plain step).
+    fn denoise(&self, x: Tensor<4>, timestep: usize) -> Denoised {
+        self.inner
+            .denoise(x, timestep)
+            .map(|x0| threshold(x0, self.percentile))
     }
+}
+
+/// Per sample, `x0` clipped to `[-s, s]` and divided by `s`, `s` the `percentile` of `|x0|`
+/// (at least 1).
+fn threshold(x0: Tensor<4>, percentile: f64) -> Tensor<4> {
+    let device = x0.device();
+    let [b, c, h, w] = x0.dims();
+    let values = x0.into_data().try_into_vec::<f32>().expect("f32 tensor");
+    let n = c * h * w;
+    let mut out = Vec::with_capacity(values.len());
+    for row in values.chunks_exact(n) {
+        let mut abs: Vec<f32> = row.iter().map(|v| v.abs()).collect();
+        abs.sort_by(f32::total_cmp);
+        let rank = ((n - 1) as f64 * percentile).round() as usize;
+        let s = abs[rank].max(1.0);
+        out.extend(row.iter().map(|v| v.clamp(-s, s) / s));
+    }
+    Tensor::<4>::from_data(TensorData::new(out, [b, c, h, w]), &device)
 }

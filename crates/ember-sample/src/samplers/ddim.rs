@@ -7,7 +7,8 @@ use crate::denoiser::Denoiser;
 use crate::noise::NoiseSource;
 use burn::prelude::*;
 
-/// DDIM with stochasticity `eta` in [0, 1].
+/// DDIM with stochasticity `eta` in [0, 1]. With a re-noising prediction (CFG++) the
+/// direction term and the noise are the re-noising prediction's (Chung et al. 2024).
 #[derive(Debug, Clone, Copy)]
 pub struct Ddim {
     pub eta: f64,
@@ -31,9 +32,10 @@ impl Sampler for Ddim {
             let ab_prev = schedule.alpha_bar(prev);
 
             // 1. the clean image, clipped to the data range, and the noise re-derived from it
-            //    so the two stay consistent
-            let x0 = clipped(denoiser, x.clone(), t);
-            let eps = schedule.eps_from_x0(x, x0.clone(), t);
+            //    (CFG++: from the re-noising prediction) so the two stay consistent
+            let d = clipped(denoiser, x.clone(), t);
+            let eps = schedule.eps_from_x0(x, d.renoise_x0(), t);
+            let x0 = d.x0;
 
             // 2. step to the previous timestep (eq. 12), adding sigma-scaled noise when eta > 0
             let sigma = self.eta * ((1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev)).sqrt();

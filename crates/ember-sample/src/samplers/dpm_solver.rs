@@ -1,9 +1,9 @@
 //! DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of
 //! Diffusion Probabilistic Models", Algorithm 2): a multistep solver of the data-prediction ODE
 //! in `lambda = -log sigma`, second order from the second step on, first order for the first
-//! step and for the last step to sigma = 0.
+//! step and for the last step to sigma = 0. With CFG++ see the module docs of `samplers/`.
 
-use super::karras::ode_start;
+use super::karras::{ode_start, shifted};
 use super::{Sampler, clipped};
 use crate::denoiser::Denoiser;
 use crate::noise::NoiseSource;
@@ -28,11 +28,14 @@ impl Sampler for DpmSolverPp2m {
             let next = ts.get(i + 1).copied();
             let (s, s_next) = (schedule.sigma(Some(t)), schedule.sigma(next));
             let x = z.clone().mul_scalar(schedule.alpha_bar(Some(t)).sqrt());
-            let x0 = clipped(denoiser, x, t);
+            let p = clipped(denoiser, x, t);
             if next.is_none() {
-                z = x0; // the exact first-order step to sigma = 0
+                z = p.x0; // the exact first-order step to sigma = 0
                 break;
             }
+            // the solver runs along the re-noising prediction (the clean image itself, but for
+            // CFG++), and lands shifted by the offset of the clean image from it
+            let x0 = p.renoise_x0();
             let h = s.ln() - s_next.ln(); // lambda_next - lambda
             let d = match &previous {
                 Some((x0_prev, h_prev)) => {
@@ -43,7 +46,10 @@ impl Sampler for DpmSolverPp2m {
                 None => x0.clone(),
             };
             // z_next = (sigma_next / sigma) z - (exp(-h) - 1) D
-            z = z.mul_scalar(s_next / s) - d.mul_scalar((-h).exp_m1());
+            z = shifted(
+                z.mul_scalar(s_next / s) - d.mul_scalar((-h).exp_m1()),
+                p.offset(),
+            );
             previous = Some((x0, h));
         }
         z

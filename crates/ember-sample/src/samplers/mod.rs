@@ -11,6 +11,22 @@
 //! `z = x / sqrt(abar) = x0 + sigma * eps`, where the denoiser's `x0` (clipped to the data range
 //! [-1, 1], as DDIM does) is `D(z, sigma)`. They visit the schedule's discrete noise levels, so
 //! the model is only ever asked about timesteps it was trained on.
+//!
+//! # CFG++: re-noising with another prediction
+//! A denoiser may return, besides the clean image `g` a step moves to, a re-noising prediction
+//! `r` ([`Denoised::renoise`]: CFG++'s unconditional clean image) whose noise the step keeps.
+//! In the ODE view, with `eps_r = (z - r) / sigma`, every sampler takes its ordinary step
+//! along `r` (its slopes and its multistep history are `r`'s) and lands shifted by the offset
+//! `g - r`. The first-order step is exactly CFG++ (Chung et al. 2024): DDIM's
+//! `x_prev = sqrt(abar_prev) g + sqrt(1 - abar_prev - s^2) eps_r + s noise`, Euler's
+//! `z_next = g + sigma_next eps_r` (ComfyUI's `euler_cfg_pp`). Heun averages the two Euler
+//! increments it computes, offsets included: `z_next = z + (sigma_next - sigma) (eps_r + eps_r')
+//! / 2 + (o + o') / 2`, its predictor being the CFG++ Euler step. DPM-Solver++(2M) extrapolates
+//! along `r`'s history, `z_next = (sigma_next / sigma) z - expm1(-h) (r + (r - r_prev) / 2k) +
+//! (g - r)`, where ComfyUI's `dpmpp_2m_cfg_pp` takes the difference `g - r_prev` instead (so its
+//! second-order term carries part of the offset again). Without `renoise` every sampler runs
+//! its ordinary arithmetic, unchanged; with `r = g` the offsets are exact zeros and each step
+//! equals the ordinary one bit for bit.
 
 mod ddim;
 mod dpm_solver;
@@ -20,7 +36,7 @@ pub use ddim::{Ddim, Ddpm};
 pub use dpm_solver::DpmSolverPp2m;
 pub use karras::{Euler, Heun};
 
-use crate::denoiser::Denoiser;
+use crate::denoiser::{Denoised, Denoiser};
 use crate::noise::NoiseSource;
 use burn::prelude::*;
 use ember_config::SamplerKind;
@@ -52,9 +68,10 @@ pub fn sampler(kind: SamplerKind, eta: f64) -> Box<dyn Sampler> {
     }
 }
 
-/// The denoiser's clean image at `x`, clipped to the data range [-1, 1].
-fn clipped(denoiser: &dyn Denoiser, x: Tensor<4>, t: usize) -> Tensor<4> {
-    denoiser.denoise(x, t).clamp(-1.0, 1.0)
+/// The denoiser's prediction at `x`, clipped to the data range [-1, 1] (the clean image and
+/// the re-noising prediction alike).
+fn clipped(denoiser: &dyn Denoiser, x: Tensor<4>, t: usize) -> Denoised {
+    denoiser.denoise(x, t).map(|p| p.clamp(-1.0, 1.0))
 }
 
 #[cfg(test)]

@@ -68,8 +68,8 @@ fn a_perfect_denoiser_recovers_the_clean_image() {
         fn schedule(&self) -> &NoiseSchedule {
             &self.1
         }
-        fn denoise(&self, _: Tensor<4>, _: usize) -> Tensor<4> {
-            self.0.clone()
+        fn denoise(&self, _: Tensor<4>, _: usize) -> Denoised {
+            self.0.clone().into()
         }
     }
     let device = Device::flex();
@@ -82,6 +82,52 @@ fn a_perfect_denoiser_recovers_the_clean_image() {
         let out = sampler(kind, 0.0).sample(&oracle, x_t, &ts, &mut noise);
         let err: f32 = (out - x0.clone()).abs().max().into_scalar();
         assert!(err < 1e-4, "{kind:?}: {err}");
+    }
+}
+
+/// Names its own clean image as the re-noising prediction (CFG++ with nothing to guide).
+struct SelfRenoise<'a>(&'a dyn Denoiser);
+
+impl Denoiser for SelfRenoise<'_> {
+    fn schedule(&self) -> &NoiseSchedule {
+        self.0.schedule()
+    }
+    fn denoise(&self, x: Tensor<4>, t: usize) -> Denoised {
+        let x0 = self.0.denoise(x, t).x0;
+        Denoised {
+            renoise: Some(x0.clone()),
+            x0,
+        }
+    }
+}
+
+/// Every sampler's CFG++ arithmetic (slopes along the re-noising prediction, plus the offset of
+/// the clean image from it) reduces to its ordinary arithmetic, bit for bit, when the two
+/// predictions are the same: the offsets are exact zeros.
+#[test]
+fn renoising_with_the_clean_image_itself_is_the_ordinary_step_bit_for_bit() {
+    let shrink = Shrink(schedule());
+    let mixture = Mixture::new();
+    let ztsnr = Mixture::with_schedule(NoiseSchedule::new(&DiffusionConfig {
+        prediction: Prediction::V,
+        zero_terminal_snr: true,
+        ..Default::default()
+    }));
+    let v_model = Reparameterised(&ztsnr);
+    let cases: [(&dyn Denoiser, usize, TimestepSpacing); 3] = [
+        (&shrink, 8, TimestepSpacing::Trailing),
+        (&mixture, 12, TimestepSpacing::Karras),
+        (&v_model, 10, TimestepSpacing::Trailing),
+    ];
+    for (denoiser, steps, spacing) in cases {
+        for kind in SamplerKind::ALL {
+            for eta in [0.0, 1.0] {
+                let plain = sample_mixture(denoiser, kind, eta, steps, spacing, 64, 3);
+                let renoised =
+                    sample_mixture(&SelfRenoise(denoiser), kind, eta, steps, spacing, 64, 3);
+                assert_eq!(plain, renoised, "{kind:?} eta {eta} {spacing:?}");
+            }
+        }
     }
 }
 
