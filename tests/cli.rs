@@ -924,3 +924,212 @@ fn eval_samples_what_sample_samples_with_every_guidance_option() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `ember sample` of classes 3 and 7, three each, three steps, plus `extra` flags (which
+/// choose the scale, if not the config's 3).
+fn sample_with(run: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "sample",
+        "--run",
+        run.to_str().unwrap(),
+        "--class",
+        "3,7",
+        "--per-class",
+        "3",
+        "--steps",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ember(&args)
+}
+
+#[test]
+fn every_guidance_method_and_schedule_samples_from_the_cli_and_contradictions_name_the_flag() {
+    let (dir, _, run) = trained_smoke_run("methods");
+    let run_arg = run.to_str().unwrap();
+    // The smoke run keeps its checkpoints of steps 2 and 4: step 2 is autoguidance's weak model.
+    let methods: [&[&str]; 6] = [
+        &[
+            "--guidance-method",
+            "apg",
+            "--apg-momentum",
+            "-0.5",
+            "--apg-norm-threshold",
+            "5",
+        ],
+        &["--guidance-method", "cfg-pp", "--guidance", "0.6"],
+        &[
+            "--guidance-method",
+            "cfg-zero-star",
+            "--cfg-zero-init-steps",
+            "1",
+        ],
+        &[
+            "--guidance-method",
+            "autoguidance",
+            "--guide-run",
+            run_arg,
+            "--guide-checkpoint",
+            "2",
+        ],
+        &[
+            "--guidance-schedule",
+            "linear-up",
+            "--guidance-interval",
+            "0.5,20",
+        ],
+        &[
+            "--guidance-method",
+            "apg",
+            "--guidance-schedule",
+            "cosine",
+            "--apg-eta",
+            "0.5",
+        ],
+    ];
+    for sampler in ["ddim", "heun", "dpmpp-2m"] {
+        for (m, extra) in methods.iter().enumerate() {
+            let png = dir.join(format!("{sampler}-{m}.png"));
+            let mut args = vec!["--sampler", sampler];
+            args.extend_from_slice(extra);
+            let out = sample_with(&run, &png, &args);
+            assert!(out.status.success(), "{sampler} {extra:?}: {}", text(&out));
+            let grid = read_png(&png).unwrap();
+            assert_eq!((grid.width, grid.height), grid_size(2, 3, 28));
+        }
+    }
+    // Contradictions and out-of-range values name the flag (or the key), exit 2, write nothing.
+    let png = dir.join("refused.png");
+    for (extra, expected) in [
+        (
+            &["--guidance-method", "cfg-pp"][..],
+            "key `sample.guidance_scale`: guidance_method \"cfg-pp\" takes lambda in [0, 1]",
+        ),
+        (&["--guidance-method", "cfg-pp"][..], "(or pass --guidance)"),
+        (&["--guidance-method", "autoguidance"][..], "--guide-run"),
+        (&["--guide-run", run_arg][..], "--guide-run"),
+        (
+            &["--guidance-method", "apg", "--cfg-rescale", "0.5"][..],
+            "--cfg-rescale",
+        ),
+        (&["--apg-eta", "2"][..], "--apg-eta"),
+        (
+            &[
+                "--guidance-method",
+                "cfg-zero-star",
+                "--cfg-zero-init-steps",
+                "3",
+            ][..],
+            "--cfg-zero-init-steps",
+        ),
+        (
+            &[
+                "--guidance-method",
+                "autoguidance",
+                "--guide-run",
+                run_arg,
+                "--negative-class",
+                "1",
+            ][..],
+            "--negative-class",
+        ),
+        (
+            &[
+                "--guidance-method",
+                "autoguidance",
+                "--guide-run",
+                run_arg,
+                "--guide-checkpoint",
+                "3",
+            ][..],
+            "no checkpoint of that step; it has steps 4, 2",
+        ),
+        (&["--guidance-schedule", "exponential"][..], "linear-up"),
+    ] {
+        let out = sample_with(&run, &png, extra);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", text(&out));
+        assert!(text(&out).contains(expected), "{extra:?}: {}", text(&out));
+        assert!(!png.exists());
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn outpainting_from_the_cli_keeps_every_pixel_of_the_init_image() {
+    use ember_io::{GridImage, write_png};
+    let (dir, _, run) = trained_smoke_run("outpaint");
+    let source = GridImage {
+        width: 28,
+        height: 28,
+        channels: 1,
+        pixels: (0..28 * 28).map(|i| ((i * 37) % 251) as u8).collect(),
+    };
+    let init = dir.join("init.png");
+    write_png(&source, &init).unwrap();
+    // 2 left, 4 top, 6 right, 0 bottom: a 36 x 32 canvas (the smoke model halves it once).
+    let (left, top, width, height) = (2, 4, 36, 32);
+    for (sampler, method) in [("ddim", "cfg"), ("euler", "cfg-pp"), ("dpmpp-2m", "apg")] {
+        let png = dir.join(format!("outpaint-{sampler}.png"));
+        let scale = if method == "cfg-pp" { "0.5" } else { "2" };
+        let out = sample_with(
+            &run,
+            &png,
+            &[
+                "--sampler",
+                sampler,
+                "--guidance-method",
+                method,
+                "--guidance",
+                scale,
+                "--init",
+                init.to_str().unwrap(),
+                "--outpaint",
+                "2,4,6,0",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let grid = read_png(&png).unwrap();
+        let p = GRID_PADDING;
+        assert_eq!(
+            (grid.width, grid.height),
+            (3 * (width + p) + p, 2 * (height + p) + p)
+        );
+        for tile in 0..6 {
+            let (tile_top, tile_left) =
+                (p + (tile / 3) * (height + p), p + (tile % 3) * (width + p));
+            for y in 0..28 {
+                for x in 0..28 {
+                    let got = grid.at(tile_left + left + x, tile_top + top + y, 0);
+                    assert_eq!(got, source.at(x, y, 0), "{sampler} tile {tile} ({x},{y})");
+                }
+            }
+            // the border is generated, not left mid-grey
+            let border: Vec<u8> = (0..width)
+                .map(|x| grid.at(tile_left + x, tile_top, 0))
+                .collect();
+            assert!(
+                border.iter().any(|&v| v.abs_diff(128) > 2),
+                "{sampler}: {border:?}"
+            );
+        }
+    }
+    // A canvas the model cannot halve, and a wrong number of margins, are refused by flag.
+    for (margins, expected) in [("1,0,0,0", "divisible by 2"), ("2,2", "four pixel counts")] {
+        let png = dir.join("refused.png");
+        let out = sample_with(
+            &run,
+            &png,
+            &["--init", init.to_str().unwrap(), "--outpaint", margins],
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            text(&out).contains("--outpaint") && text(&out).contains(expected),
+            "{}",
+            text(&out)
+        );
+        assert!(!png.exists());
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -273,6 +273,8 @@ pub struct EvalRequest<'a> {
     pub sampling: &'a SampleConfig,
     /// The noise-aware classifier when `sampling.classifier_guidance > 0`.
     pub guidance_classifier: Option<&'a dyn NoisyClassifier>,
+    /// Autoguidance's weak model when `sampling.guidance_method` is autoguidance.
+    pub weak_model: Option<&'a UNet>,
     /// Images per sampler batch: memory, not results.
     pub batch_size: usize,
     pub settings: EvalSettings,
@@ -549,7 +551,9 @@ fn evaluate_scale(
         .fid
         .map(|fid| FeatureSet::new(fid.feature_dim(), Vec::new()));
     let mut correct = 0usize;
-    let guidance = Guidance::new(req.sampling, req.guidance_classifier).at_scale(scale);
+    let guidance = Guidance::new(req.sampling, req.guidance_classifier)
+        .with_weak_model(req.weak_model)
+        .at_scale(scale);
     for (b, chunk) in jobs.chunks(req.batch_size).enumerate() {
         let labels: Vec<usize> = chunk.iter().map(|&(class, _)| class).collect();
         let images = sample_images(

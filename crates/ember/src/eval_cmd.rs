@@ -1,7 +1,9 @@
 //! `ember eval`: a guidance sweep of a trained run, scored by the domain classifier.
 
 use crate::DeviceArg;
-use crate::sampling_args::{SamplingArgs, class_names, guidance_classifier, validate_settings};
+use crate::sampling_args::{
+    SamplingArgs, class_names, guidance_classifier, validate_settings, weak_model,
+};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use ember_data::{ImageDataset, Split};
@@ -120,6 +122,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         None => None,
     };
     let guidance_classifier = guidance_classifier(&run_dir, &config, &device)?;
+    let weak = weak_model(&run_dir, &config, &device)?;
     let model = load_model(&config, &checkpoint, Weights::Ema, &device)?;
     let classes = config.model.num_classes;
     let test = ImageDataset::load(&config.data, &config.model, Split::Test, 0)?;
@@ -127,7 +130,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let m = &config.model;
     let schedule = ember_model::NoiseSchedule::new(&config.diffusion);
     use ember_eval::FeatureExtractor;
-    let settings = EvalSettings {
+    let mut settings = EvalSettings {
         format_version: FORMAT_VERSION,
         weights: format!(
             "{} {EMA_FILE} {}",
@@ -146,11 +149,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
         fid: inception.as_ref().map(|i| i.id()),
         guidance_classifier: guidance_classifier.as_ref().map(|c| c.id()),
     };
+    // Autoguidance's weak model by its weights, as the guided model is recorded.
+    if let Some((_, record)) = &weak {
+        settings
+            .sampling
+            .insert("guide_weights".into(), record.clone().into());
+    }
     let s = &config.sample;
     println!(
-        "evaluating {} (step {}, EMA weights) at scales {:?}: {} samples per class x {classes} classes, {} {} steps ({:?} spacing), eta {}, seed {}; classifier {} (test accuracy {:.4}); output {}",
+        "evaluating {} (step {}, EMA weights) with {} at scales {:?}: {} samples per class x {classes} classes, {} {} steps ({:?} spacing), eta {}, seed {}; classifier {} (test accuracy {:.4}); output {}",
         args.run.display(),
         state.step,
+        s.guidance_method.name(),
         args.guidance,
         args.samples_per_class,
         s.sampler.name(),
@@ -177,6 +187,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         guidance_classifier: guidance_classifier
             .as_ref()
             .map(|c| c as &dyn ember_sample::NoisyClassifier),
+        weak_model: weak.as_ref().map(|(model, _)| model),
         batch_size: args.batch_size,
         settings,
         out_dir: out_dir.clone(),
@@ -320,7 +331,9 @@ fn check_sizes(args: &EvalArgs, config: &ember_config::ExperimentConfig) -> Resu
         );
     }
     for &scale in &args.guidance {
-        ember_config::check_guidance_scale("--guidance", scale)
+        config
+            .sample
+            .check_scale("--guidance", scale)
             .map_err(|e| anyhow::anyhow!("--guidance: {}", e.message))?;
     }
     crate::resources::check_memory(

@@ -2,7 +2,7 @@
 
 use crate::DeviceArg;
 use crate::sampling_args::{
-    SamplingArgs, class_names, guidance_classifier, resolve_classes, validate_settings,
+    SamplingArgs, class_names, guidance_classifier, resolve_classes, validate_settings, weak_model,
 };
 use anyhow::{Context, Result, bail};
 use burn::prelude::{Device, Tensor, TensorData};
@@ -38,13 +38,24 @@ pub struct SampleArgs {
     #[arg(long)]
     pub init: Option<PathBuf>,
     /// img2img strength in (0, 1]: the fraction of the steps that run; higher strays
-    /// further from --init [default: 0.6, or 1 with --mask].
+    /// further from --init [default: 0.6, or 1 with --mask or --outpaint].
     #[arg(long, requires = "init")]
     pub strength: Option<f64>,
     /// Inpainting: a PNG/JPEG mask of the --init image; white (> 127) is regenerated, the
     /// rest kept.
     #[arg(long, requires = "init")]
     pub mask: Option<PathBuf>,
+    /// Outpainting: pixels added on each side of the --init image (fitted to the model's
+    /// size); the border is generated around the image, whose pixels are kept exactly. The
+    /// canvas must be divisible by 2^(levels - 1) of the model.
+    #[arg(
+        long,
+        requires = "init",
+        conflicts_with = "mask",
+        value_delimiter = ',',
+        value_name = "LEFT,TOP,RIGHT,BOTTOM"
+    )]
+    pub outpaint: Option<Vec<usize>>,
     /// Checkpoint folder to load [default: the run's latest, checkpoints/latest].
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
@@ -88,28 +99,46 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if let Some(c) = classes.iter().find(|&&c| c >= n) {
         bail!("--class {c} is out of range: the model has classes 0..{n}");
     }
+    let margins = match &args.outpaint {
+        Some(m) => Some(outpaint_margins(m, &config)?),
+        None => None,
+    };
+    let m = &config.model;
+    let [height, width] = match margins {
+        Some([l, t, r, b]) => [t + m.image_size + b, l + m.image_size + r],
+        None => [m.image_size, m.image_size],
+    };
     let rows = classes.len() * config.sample.per_class;
+    // The activations grow with the canvas: estimated as a square of its longer side.
+    let canvas_model = ember_config::ModelConfig {
+        image_size: height.max(width),
+        ..config.model.clone()
+    };
     crate::resources::check_memory(
-        ember_model::memory::sampling_bytes(&config.model, rows),
-        &format!("a grid of {rows} images (classes x --per-class)"),
-        "ask for fewer classes or a smaller --per-class",
+        ember_model::memory::sampling_bytes(&canvas_model, rows),
+        &format!("a grid of {rows} images (classes x --per-class) of {width}x{height} pixels"),
+        "ask for fewer classes, a smaller --per-class or a smaller --outpaint",
     )?;
     let init = match &args.init {
         Some(path) => {
-            let strength = args
-                .strength
-                .unwrap_or(if args.mask.is_some() { 1.0 } else { 0.6 });
+            let full = args.mask.is_some() || margins.is_some();
+            let strength = args.strength.unwrap_or(if full { 1.0 } else { 0.6 });
             if !(strength > 0.0 && strength <= 1.0) {
                 bail!("--strength must be in (0, 1], got {strength}");
             }
-            Some(load_init(path, args.mask.as_deref(), strength, &config)?)
+            let init = load_init(path, args.mask.as_deref(), strength, &config)?;
+            Some(match margins {
+                Some(margins) => InitImage::outpaint(init.image, margins, strength),
+                None => init,
+            })
         }
         None => None,
     };
 
-    // 3. the model and the classifier classifier guidance needs
+    // 3. the model, the classifier classifier guidance needs, autoguidance's weak model
     let device = select_device(args.device.into())?;
     let classifier = guidance_classifier(&run_dir, &config, &device)?;
+    let weak = weak_model(&run_dir, &config, &device)?;
     let model = match &args.weights {
         Some(file) => ember_model::weights::load_safetensors(
             ember_model::UNetConfig::from(&config.model).init(&device, 0),
@@ -127,31 +156,62 @@ pub fn run(args: SampleArgs) -> Result<()> {
 
     // 4. sample and write the grid
     let start = Instant::now();
-    let m = &config.model;
     let schedule = ember_model::NoiseSchedule::new(&config.diffusion);
     let request = SampleRequest {
         classes,
         guidance: Guidance::new(
             &config.sample,
             classifier.as_ref().map(|c| c as &dyn NoisyClassifier),
-        ),
+        )
+        .with_weak_model(weak.as_ref().map(|(model, _)| model)),
         init: init.as_ref(),
     };
-    let shape = [m.image_channels, m.image_size, m.image_size];
+    let shape = [config.model.image_channels, height, width];
     let grid = sample_grid(&model, &schedule, &request, shape, &device);
     write_png(&grid, &args.out)?;
     let s = &config.sample;
     println!(
-        "wrote {} ({} classes x {} samples, scale {}, {} {} steps, {:.1}s)",
+        "wrote {} ({} classes x {} samples, {} scale {}, {} {} steps, {:.1}s)",
         args.out.display(),
         request.classes.len(),
         s.per_class,
+        s.guidance_method.name(),
         s.guidance_scale,
         s.steps,
         s.sampler.name(),
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The `--outpaint` margins `[left, top, right, bottom]`, checked: the canvas stays within the
+/// image size limit and suits the network, whose levels each halve it.
+fn outpaint_margins(given: &[usize], config: &ExperimentConfig) -> Result<[usize; 4]> {
+    let [left, top, right, bottom] = given[..] else {
+        bail!(
+            "--outpaint takes four pixel counts LEFT,TOP,RIGHT,BOTTOM, got {} values",
+            given.len()
+        );
+    };
+    let m = &config.model;
+    let max = ember_config::limits::MAX_IMAGE_SIZE;
+    let side = |a: usize, b: usize| a.saturating_add(b).saturating_add(m.image_size);
+    let (width, height) = (side(left, right), side(top, bottom));
+    if width > max || height > max {
+        bail!(
+            "--outpaint {left},{top},{right},{bottom}: a {width}x{height} canvas is larger than {max} pixels a side"
+        );
+    }
+    let unit = 1usize << (m.channel_mults.len() - 1);
+    if !width.is_multiple_of(unit) || !height.is_multiple_of(unit) {
+        bail!(
+            "--outpaint {left},{top},{right},{bottom}: the canvas of {width}x{height} pixels must be divisible by {unit} (the model's {} levels halve it {} times); the model's own size is {}",
+            m.channel_mults.len(),
+            m.channel_mults.len() - 1,
+            m.image_size
+        );
+    }
+    Ok([left, top, right, bottom])
 }
 
 /// The `--init` image (and `--mask`) fitted to the model's size and channels.

@@ -3,10 +3,12 @@
 //! names the flag that set the value (or the config file that did); class names; the
 //! noise-aware classifier of classifier guidance.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::prelude::Device;
 use clap::Args;
-use ember_config::{ExperimentConfig, SampleConfig, SamplerKind, TimestepSpacing};
+use ember_config::{
+    ExperimentConfig, GuidanceMethod, GuidanceSchedule, SampleConfig, SamplerKind, TimestepSpacing,
+};
 use ember_train::RunDir;
 use std::path::{Path, PathBuf};
 
@@ -55,6 +57,39 @@ pub struct SamplingArgs {
     /// or <data root>.classifier-noisy from `ember classifier train --noisy`].
     #[arg(long)]
     pub guidance_classifier: Option<PathBuf>,
+    /// Guidance method: cfg, apg (adaptive projected guidance), cfg-pp (CFG++; the scale is its
+    /// lambda in [0, 1]), cfg-zero-star or autoguidance (needs --guide-run)
+    /// [default: sample.guidance_method].
+    #[arg(long)]
+    pub guidance_method: Option<GuidanceMethod>,
+    /// The scale over the timesteps: constant, linear-up, linear-down or cosine, between 1 (no
+    /// guidance) and the scale [default: sample.guidance_schedule].
+    #[arg(long)]
+    pub guidance_schedule: Option<GuidanceSchedule>,
+    /// APG: weight of the update's part parallel to the conditional prediction, in [0, 1]
+    /// [default: sample.apg_eta].
+    #[arg(long)]
+    pub apg_eta: Option<f64>,
+    /// APG: momentum of the update over the timesteps, in (-1, 1); 0 = off
+    /// [default: sample.apg_momentum].
+    #[arg(long, allow_negative_numbers = true)]
+    pub apg_momentum: Option<f64>,
+    /// APG: cap on the update's norm per sample; 0 = off [default: sample.apg_norm_threshold].
+    #[arg(long)]
+    pub apg_norm_threshold: Option<f64>,
+    /// CFG-Zero*: zero the prediction of this many of the noisiest steps
+    /// [default: sample.cfg_zero_init_steps].
+    #[arg(long)]
+    pub cfg_zero_init_steps: Option<usize>,
+    /// Autoguidance: the run directory of the weak model (an earlier checkpoint of this run, or
+    /// a smaller run with the same classes, image shape and [diffusion])
+    /// [default: sample.guide_run].
+    #[arg(long, value_name = "DIR")]
+    pub guide_run: Option<PathBuf>,
+    /// Autoguidance: the step of the weak model's checkpoint in --guide-run
+    /// [default: sample.guide_checkpoint, or its latest].
+    #[arg(long, value_name = "STEP")]
+    pub guide_checkpoint: Option<usize>,
 }
 
 /// `[sample]` keys and the flags that set them, for naming a flag in an error.
@@ -72,6 +107,14 @@ const FLAGS: &[(&str, &str)] = &[
     ("sample.guidance_classifier", "--guidance-classifier"),
     ("sample.guidance_scale", "--guidance"),
     ("sample.per_class", "--per-class"),
+    ("sample.guidance_method", "--guidance-method"),
+    ("sample.guidance_schedule", "--guidance-schedule"),
+    ("sample.apg_eta", "--apg-eta"),
+    ("sample.apg_momentum", "--apg-momentum"),
+    ("sample.apg_norm_threshold", "--apg-norm-threshold"),
+    ("sample.cfg_zero_init_steps", "--cfg-zero-init-steps"),
+    ("sample.guide_run", "--guide-run"),
+    ("sample.guide_checkpoint", "--guide-checkpoint"),
 ];
 
 impl SamplingArgs {
@@ -129,6 +172,38 @@ impl SamplingArgs {
             settings.guidance_classifier = v.clone();
             mark("sample.guidance_classifier");
         }
+        if let Some(v) = self.guidance_method {
+            settings.guidance_method = v;
+            mark("sample.guidance_method");
+        }
+        if let Some(v) = self.guidance_schedule {
+            settings.guidance_schedule = v;
+            mark("sample.guidance_schedule");
+        }
+        if let Some(v) = self.apg_eta {
+            settings.apg_eta = v;
+            mark("sample.apg_eta");
+        }
+        if let Some(v) = self.apg_momentum {
+            settings.apg_momentum = v;
+            mark("sample.apg_momentum");
+        }
+        if let Some(v) = self.apg_norm_threshold {
+            settings.apg_norm_threshold = v;
+            mark("sample.apg_norm_threshold");
+        }
+        if let Some(v) = self.cfg_zero_init_steps {
+            settings.cfg_zero_init_steps = v;
+            mark("sample.cfg_zero_init_steps");
+        }
+        if let Some(v) = &self.guide_run {
+            settings.guide_run = v.clone();
+            mark("sample.guide_run");
+        }
+        if let Some(v) = self.guide_checkpoint {
+            settings.guide_checkpoint = Some(v);
+            mark("sample.guide_checkpoint");
+        }
         Ok(set)
     }
 }
@@ -148,6 +223,14 @@ pub fn validate_settings(
     };
     match FLAGS.iter().find(|(key, _)| *key == e.key) {
         Some((key, flag)) if from_flags.contains(key) => bail!("{flag}: {}", e.message),
+        // A value of the config that a flag made wrong (a method with other limits): say
+        // which flag overrides it.
+        Some((_, flag)) if !from_flags.is_empty() => bail!(
+            "invalid config file {}: key `{}`: {} (or pass {flag})",
+            run.config_path().display(),
+            e.key,
+            e.message
+        ),
         _ => bail!(
             "invalid config file {}: key `{}`: {}",
             run.config_path().display(),
@@ -217,6 +300,96 @@ fn load_noisy_classifier(
         );
     }
     Ok(classifier)
+}
+
+/// Autoguidance's weak model (`sample.guide_run`, at `sample.guide_checkpoint` or its latest
+/// checkpoint; EMA weights), checked against the run it guides: the same classes (and class
+/// names), image shape and diffusion process, or an error naming the mismatch. Returns the
+/// model and a record of it (run, checkpoint and EMA checksum). `None` for other methods.
+pub(crate) fn weak_model(
+    run: &RunDir,
+    config: &ExperimentConfig,
+    device: &Device,
+) -> Result<Option<(ember_model::UNet, String)>> {
+    let s = &config.sample;
+    if s.guidance_method != GuidanceMethod::Autoguidance {
+        return Ok(None);
+    }
+    let dir = &s.guide_run;
+    let (weak_run, weak) = RunDir::open(dir)
+        .with_context(|| format!("the weak model of autoguidance, {}", dir.display()))?;
+    let (m, w) = (&config.model, &weak.model);
+    let mismatch = |what: &str, ours: String, theirs: String| {
+        anyhow::anyhow!(
+            "the weak model of autoguidance, {}, has {what} {theirs} where the guided run {} has {ours}; autoguidance needs a weak model of the same classes, image shape and diffusion process",
+            dir.display(),
+            run.root().display()
+        )
+    };
+    if w.num_classes != m.num_classes {
+        return Err(mismatch(
+            "classes",
+            m.num_classes.to_string(),
+            w.num_classes.to_string(),
+        ));
+    }
+    if w.image_size != m.image_size {
+        return Err(mismatch(
+            "image size",
+            m.image_size.to_string(),
+            w.image_size.to_string(),
+        ));
+    }
+    if w.image_channels != m.image_channels {
+        return Err(mismatch(
+            "image channels",
+            m.image_channels.to_string(),
+            w.image_channels.to_string(),
+        ));
+    }
+    if weak.diffusion != config.diffusion {
+        return Err(mismatch(
+            "diffusion process",
+            format!("{:?}", config.diffusion),
+            format!("{:?}", weak.diffusion),
+        ));
+    }
+    if let (Some(ours), Some(theirs)) = (run.class_names()?, weak_run.class_names()?)
+        && ours != theirs
+    {
+        return Err(mismatch("class names", ours.join(","), theirs.join(",")));
+    }
+    let checkpoint = match s.guide_checkpoint {
+        None => weak_run.latest_checkpoint()?,
+        Some(step) => {
+            let all = weak_run.checkpoints()?;
+            match all.iter().find(|(s, _)| *s == step) {
+                Some((_, path)) => path.clone(),
+                None => bail!(
+                    "--guide-checkpoint {step}: {} has no checkpoint of that step; it has steps {}",
+                    weak_run.checkpoints_dir().display(),
+                    all.iter()
+                        .map(|(s, _)| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+    };
+    let state = ember_train::checkpoint::verify(&checkpoint)?;
+    let model = ember_train::checkpoint::load_model(
+        &weak,
+        &checkpoint,
+        ember_train::checkpoint::Weights::Ema,
+        device,
+    )?;
+    let ema = ember_train::checkpoint::EMA_FILE;
+    let record = format!(
+        "{} {ema} {}",
+        checkpoint.display(),
+        state.checksums.get(ema).cloned().unwrap_or_default()
+    );
+    Ok(Some((model, record)))
 }
 
 /// The class names of a run: its classes.txt, or numbers for runs written before it existed.
