@@ -1133,3 +1133,158 @@ fn outpainting_from_the_cli_keeps_every_pixel_of_the_init_image() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `ember eval --study` on the run, into `out`, plus `extra` flags.
+fn study(run: &Path, file: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--study",
+        file.to_str().unwrap(),
+        "--samples-per-class",
+        "2",
+        "--batch-size",
+        "7",
+        "--grid-columns",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ember(&args)
+}
+
+#[test]
+fn a_guidance_study_compares_methods_resumes_and_refuses_a_mismatched_weak_model() {
+    use ember_eval::study::StudyFile;
+    let (dir, config, run) = trained_smoke_run("study");
+    let out = ember(&[
+        "classifier",
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // CFG, and autoguidance whose weak model is the run's checkpoint of step 2.
+    let study_file = dir.join("study.toml");
+    let write_study = |weak_run: &Path, weak_step: usize| {
+        let text = format!(
+            "[[method]]\nname = \"cfg\"\nscales = [1, 2]\n\n\
+             [[method]]\nname = \"auto\"\nscales = [1.5]\n\
+             sample = {{ guidance_method = \"autoguidance\", guide_run = {:?}, guide_checkpoint = {weak_step} }}\n",
+            weak_run.to_str().unwrap()
+        );
+        std::fs::write(&study_file, text).unwrap();
+    };
+    write_study(&run, 2);
+    let out_dir = dir.join("study-out");
+    let out = study(&run, &study_file, &out_dir, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    assert!(
+        printed.contains("| cfg |") && printed.contains("| auto |"),
+        "{printed}"
+    );
+    for file in ["study.json", "study.csv", "study.md", "study.png"] {
+        assert!(out_dir.join(file).is_file(), "{file}");
+    }
+    assert!(out_dir.join("cfg/grid_scale-2.png").is_file());
+    assert!(out_dir.join("auto/grid_scale-1.5.png").is_file());
+    let csv = std::fs::read_to_string(out_dir.join("study.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv.contains("\nauto,1.5,"), "{csv}");
+    let first = StudyFile::read(&out_dir.join("study.json")).unwrap();
+    let auto = first.method("auto").unwrap();
+    assert_eq!(auto.sampling["guidance_method"], "autoguidance");
+    assert!(
+        auto.sampling["guide_weights"]
+            .as_str()
+            .unwrap()
+            .contains("step-00000002"),
+        "{:?}",
+        auto.sampling
+    );
+
+    // Resumed after losing one result: only that pair is sampled again, to the same numbers.
+    let mut damaged = first.clone();
+    let lost = damaged.methods[0].rows.remove(1);
+    assert_eq!(lost.scale, 2.0);
+    std::fs::write(
+        out_dir.join("study.json"),
+        serde_json::to_string_pretty(&damaged).unwrap(),
+    )
+    .unwrap();
+    let out = study(&run, &study_file, &out_dir, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    assert!(
+        printed.contains("skipping cfg at scale 1 (done)"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("skipping auto at scale 1.5 (done)"),
+        "{printed}"
+    );
+    assert!(printed.contains("cfg at scale 2: accuracy"), "{printed}");
+    let resumed = StudyFile::read(&out_dir.join("study.json")).unwrap();
+    let again = resumed.method("cfg").unwrap().row(2.0).unwrap();
+    assert_eq!(
+        (again.accuracy, again.fd, again.precision, again.recall),
+        (lost.accuracy, lost.fd, lost.precision, lost.recall)
+    );
+
+    // A method whose settings changed is refused by name, then restarted on request.
+    write_study(&run, 4);
+    let out = study(&run, &study_file, &out_dir, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("method \"auto\"") && text(&out).contains("guide_checkpoint: 2 -> 4"),
+        "{}",
+        text(&out)
+    );
+    let out = study(&run, &study_file, &out_dir, &["--restart"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("skipping cfg at scale 2 (done)"),
+        "{}",
+        text(&out)
+    );
+
+    // A weak model of another image size is refused before anything is sampled.
+    let small = format_config(&dir, "small", |c| {
+        c.data.root = dir.join("data");
+        c.model.image_size = 16;
+    });
+    let small_run = dir.join("small-run");
+    let out = train(&small, &small_run);
+    assert!(out.status.success(), "{}", text(&out));
+    write_study(&small_run, 2);
+    let refused = dir.join("refused");
+    let out = study(&run, &study_file, &refused, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("method \"auto\"")
+            && text(&out).contains("image size 16 where the guided run"),
+        "{}",
+        text(&out)
+    );
+    assert!(!refused.exists(), "nothing written");
+    // ... and by ember sample too.
+    let out = ember(&[
+        "sample",
+        "--run",
+        run.to_str().unwrap(),
+        "--guidance-method",
+        "autoguidance",
+        "--guide-run",
+        small_run.to_str().unwrap(),
+        "--out",
+        dir.join("x.png").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("image size 16"), "{}", text(&out));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -115,7 +115,7 @@ impl EvalSettings {
     }
 
     /// `key: old -> new` for each differing field (`sampling.<key>` for sampling settings).
-    fn differences(&self, other: &Self) -> Vec<String> {
+    pub(crate) fn differences(&self, other: &Self) -> Vec<String> {
         let a = serde_json::to_value(self).expect("settings serialise");
         let b = serde_json::to_value(other).expect("settings serialise");
         let mut out = Vec::new();
@@ -124,7 +124,13 @@ impl EvalSettings {
     }
 }
 
-fn diff_json(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+/// `key: old -> new` for each differing leaf of two JSON values, keys prefixed by `prefix`.
+pub(crate) fn diff_json(
+    prefix: &str,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
     use serde_json::Value;
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
@@ -382,13 +388,69 @@ fn dataset_features(
     (set, labels, predicted)
 }
 
-/// The real test set, summarised once per eval.
-struct RealSide {
+/// The real test set, summarised once per eval (or study).
+pub(crate) struct RealSide {
     features: FeatureSet,
     stats: GaussianStats,
     radii: Vec<f64>,
     /// Inception statistics of the first `samples per scale` test images (`--fid`).
     fid_stats: Option<GaussianStats>,
+}
+
+/// Batch of the classifier's passes over real images.
+const REAL_BATCH: usize = 500;
+
+impl RealSide {
+    /// The test features (stats and k-NN radii) of `req`'s test split.
+    pub(crate) fn of(req: &EvalRequest) -> Self {
+        let s = &req.settings;
+        use burn::data::dataset::Dataset;
+        let device = &req.device;
+        let (test_features, _, _) =
+            dataset_features(req.classifier, req.test, req.test.len(), REAL_BATCH, device);
+        let fid_images = (s.samples_per_class * s.num_classes).min(req.test.len());
+        RealSide {
+            stats: GaussianStats::of(&test_features),
+            radii: metrics::knn_radii(&test_features, s.k),
+            features: test_features,
+            fid_stats: req
+                .fid
+                .map(|fid| dataset_fid_stats(fid, req.test, fid_images, device)),
+        }
+    }
+
+    /// The metrics of real images: the first training images, as many as one scale samples,
+    /// against this test side.
+    pub(crate) fn reference(&self, req: &EvalRequest) -> Reference {
+        let s = &req.settings;
+        use burn::data::dataset::Dataset;
+        let device = &req.device;
+        let n = (s.samples_per_class * s.num_classes).min(req.train.len());
+        let (train_features, train_labels, predicted) =
+            dataset_features(req.classifier, req.train, n, REAL_BATCH, device);
+        let pr = metrics::precision_recall(&self.features, Some(&self.radii), &train_features, s.k);
+        let correct = predicted
+            .iter()
+            .zip(&train_labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        Reference {
+            images: n,
+            test_images: self.features.len(),
+            accuracy: correct as f64 / n.max(1) as f64,
+            fd: metrics::frechet_distance(&GaussianStats::of(&train_features), &self.stats),
+            precision: pr.precision,
+            recall: pr.recall,
+            diversity: metrics::intra_class_diversity(&train_features, &train_labels),
+            fid: req
+                .fid
+                .zip(self.fid_stats.as_ref())
+                .map(|(fid, real_stats)| {
+                    let train_stats = dataset_fid_stats(fid, req.train, n, device);
+                    metrics::frechet_distance(&train_stats, real_stats)
+                }),
+        }
+    }
 }
 
 /// Images per Inception batch: its activations at 299x299 are ~1000x the classifier's.
@@ -440,57 +502,17 @@ pub fn run_eval(
     };
 
     // The real side: test features (stats and k-NN radii), only when something is computed.
-    let batch = 500;
-    let device = &req.device;
-    use burn::data::dataset::Dataset;
     let needs_real = previous
         .as_ref()
         .is_none_or(|file| req.scales.iter().any(|&scale| file.row(scale).is_none()));
-    let real = needs_real.then(|| {
-        let (test_features, _, _) =
-            dataset_features(req.classifier, req.test, req.test.len(), batch, device);
-        let fid_images = (s.samples_per_class * s.num_classes).min(req.test.len());
-        RealSide {
-            stats: GaussianStats::of(&test_features),
-            radii: metrics::knn_radii(&test_features, s.k),
-            features: test_features,
-            fid_stats: req
-                .fid
-                .map(|fid| dataset_fid_stats(fid, req.test, fid_images, device)),
-        }
-    });
+    let real = needs_real.then(|| RealSide::of(req));
     let mut file = match previous {
         Some(file) => file,
         None => {
             let real = real.as_ref().expect("a new file computes the real side");
-            let n = (s.samples_per_class * s.num_classes).min(req.train.len());
-            let (train_features, train_labels, predicted) =
-                dataset_features(req.classifier, req.train, n, batch, device);
-            let pr =
-                metrics::precision_recall(&real.features, Some(&real.radii), &train_features, s.k);
-            let correct = predicted
-                .iter()
-                .zip(&train_labels)
-                .filter(|(p, l)| p == l)
-                .count();
             EvalFile {
                 settings: s.clone(),
-                reference: Reference {
-                    images: n,
-                    test_images: real.features.len(),
-                    accuracy: correct as f64 / n.max(1) as f64,
-                    fd: metrics::frechet_distance(&GaussianStats::of(&train_features), &real.stats),
-                    precision: pr.precision,
-                    recall: pr.recall,
-                    diversity: metrics::intra_class_diversity(&train_features, &train_labels),
-                    fid: req
-                        .fid
-                        .zip(real.fid_stats.as_ref())
-                        .map(|(fid, real_stats)| {
-                            let train_stats = dataset_fid_stats(fid, req.train, n, device);
-                            metrics::frechet_distance(&train_stats, real_stats)
-                        }),
-                },
+                reference: real.reference(req),
                 rows: Vec::new(),
             }
         }
@@ -529,8 +551,8 @@ fn save_json(file: &EvalFile, path: &Path) -> Result<(), EvalError> {
     write_atomic(path, to_json(file).as_bytes()).map_err(io(path))
 }
 
-/// Samples and scores one scale; writes its grid.
-fn evaluate_scale(
+/// Samples and scores one scale; writes its grid into `req.out_dir`.
+pub(crate) fn evaluate_scale(
     req: &EvalRequest,
     real: &RealSide,
     scale: f64,

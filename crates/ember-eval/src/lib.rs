@@ -10,6 +10,9 @@
 //!   on feature vectors.
 //! - [`eval`]: samples the same initial noise at each guidance scale, scores it, and keeps
 //!   resumable results in `eval.json`.
+//! - [`study`]: several guidance methods, each over its own scales, from the same noise and
+//!   scored as the sweep scores, with a CSV, a best-FD table and a Pareto plot; resumable in
+//!   `study.json` (`study/spec.rs` the study file, `study/report.rs` the outputs).
 //!
 //! Features come through the [`FeatureExtractor`] trait, so another network (e.g. Inception for
 //! a true FID) can replace the classifier's features without touching the metric or eval code.
@@ -17,6 +20,7 @@
 pub mod classifier;
 pub mod eval;
 pub mod metrics;
+pub mod study;
 
 pub use classifier::{Classifier, ClassifierError, ClassifierMeta, dataset_fingerprint};
 pub use eval::{EvalError, EvalFile, EvalRequest, EvalSettings, Reference, ScaleRow};

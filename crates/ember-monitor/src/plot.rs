@@ -1,5 +1,7 @@
-//! Line plots as PNG files: the loss curve at the end of training and metric-versus-scale
-//! charts of an evaluation. Several panels share one x axis, stacked side by side.
+//! Line plots as PNG files: the loss curve at the end of training, metric-versus-scale charts
+//! of an evaluation, and metric-versus-metric charts of a guidance study. Several panels are
+//! laid out side by side, sharing one x axis ([`write_panels`]) or each with its own
+//! ([`write_xy_panels`]: a line joins its points in their order, whatever their x).
 
 use crate::MonitorError;
 use plotters::prelude::*;
@@ -25,13 +27,17 @@ pub struct Panel {
 
 const PANEL_WIDTH: u32 = 640;
 const PANEL_HEIGHT: u32 = 420;
-const COLOURS: [RGBColor; 6] = [
+const COLOURS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 /// Plotters draws text only with a registered font; this one is compiled in.
@@ -51,6 +57,22 @@ pub fn write_panels(
     panels: &[Panel],
     columns: usize,
 ) -> Result<(), MonitorError> {
+    let labelled: Vec<(&str, &Panel)> = panels.iter().map(|p| (x_label, p)).collect();
+    draw_panels(path, &labelled, columns)
+}
+
+/// Draws panels with an x axis each (`(x label, panel)`), as [`write_panels`] does; for one
+/// metric against another, a line per series through its points in order.
+pub fn write_xy_panels(
+    path: &Path,
+    panels: &[(&str, Panel)],
+    columns: usize,
+) -> Result<(), MonitorError> {
+    let labelled: Vec<(&str, &Panel)> = panels.iter().map(|(x, p)| (*x, p)).collect();
+    draw_panels(path, &labelled, columns)
+}
+
+fn draw_panels(path: &Path, panels: &[(&str, &Panel)], columns: usize) -> Result<(), MonitorError> {
     let draw_err = |e: &dyn std::fmt::Display| MonitorError::Plot {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -64,7 +86,7 @@ pub fn write_panels(
         let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| draw_err(&e))?;
         let areas = root.split_evenly((rows, columns));
-        for (panel, area) in panels.iter().zip(areas.iter()) {
+        for ((x_label, panel), area) in panels.iter().zip(areas.iter()) {
             draw_panel(area, x_label, panel).map_err(|e| draw_err(&e))?;
         }
         root.present().map_err(|e| draw_err(&e))?;
@@ -245,6 +267,37 @@ mod tests {
             (info.width, info.height),
             (2 * PANEL_WIDTH, 2 * PANEL_HEIGHT)
         );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn xy_panels_have_their_own_axes() {
+        let path = std::env::temp_dir().join(format!("ember-xy-{}.png", std::process::id()));
+        // A line that turns back in x: drawn in the order of its points.
+        let curve = |name: &str, k: f64| Series {
+            name: name.into(),
+            points: (0..5)
+                .map(|i| (1.0 - (i as f64 - 2.0).powi(2) / 8.0, k * i as f64))
+                .collect(),
+        };
+        let panel = |title: &str| Panel {
+            title: title.into(),
+            y_label: "FD".into(),
+            series: (0..8)
+                .map(|k| curve(&format!("method {k}"), k as f64))
+                .collect(),
+            markers: true,
+        };
+        write_xy_panels(
+            &path,
+            &[("accuracy", panel("one")), ("recall", panel("two"))],
+            2,
+        )
+        .unwrap();
+        let decoder =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
+        let info = decoder.read_info().unwrap().info().clone();
+        assert_eq!((info.width, info.height), (2 * PANEL_WIDTH, PANEL_HEIGHT));
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -6,7 +6,9 @@ use crate::sampling_args::{
 };
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use ember_config::ExperimentConfig;
 use ember_data::{ImageDataset, Split};
+use ember_eval::FeatureExtractor;
 use ember_eval::classifier::{Classifier, dataset_fingerprint};
 use ember_eval::eval::{
     EVAL_CSV, EVAL_JSON, EVAL_PLOT, EvalRequest, EvalSettings, FORMAT_VERSION, Progress,
@@ -35,6 +37,11 @@ pub struct EvalArgs {
     /// kept in the outputs.
     #[arg(long, value_delimiter = ',', default_value = "0,1,1.5,2,3,5,8")]
     pub guidance: Vec<f64>,
+    /// A guidance study instead of one sweep: a TOML file of [[method]] tables, each a name,
+    /// its scales and its [sample] overrides (configs/studies/guidance-methods.toml); writes
+    /// study.json, study.csv, study.md and the Pareto plot study.png [default out: <run>/study].
+    #[arg(long, value_name = "FILE", conflicts_with = "guidance")]
+    pub study: Option<PathBuf>,
     /// Samples per class at each scale (every class of the model is sampled).
     #[arg(long)]
     pub samples_per_class: usize,
@@ -52,7 +59,7 @@ pub struct EvalArgs {
     /// Classifier folder written by `ember classifier train` [default: <data root>.classifier].
     #[arg(long)]
     pub classifier: Option<PathBuf>,
-    /// Output folder [default: <run>/eval].
+    /// Output folder [default: <run>/eval, or <run>/study with --study].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Discard results in the output folder that were computed with other settings.
@@ -77,78 +84,33 @@ pub fn run(args: EvalArgs) -> Result<()> {
     // The settings: the run's [sample] table, the flags over it, validated once.
     let (run_dir, mut config) = RunDir::open(&args.run)?;
     let names = class_names(&run_dir, &config)?;
-    let from_flags = args.sampling.apply(&mut config.sample, &names, &run_dir)?;
+    let mut from_flags = args.sampling.apply(&mut config.sample, &names, &run_dir)?;
+    // Each row has its own scale: the config's is none of them. The sweep's first scale (a
+    // study's neutral 1) stands in for it, so it is checked against the method as a flag.
+    config.sample.guidance_scale = match args.study {
+        Some(_) => 1.0,
+        None => args.guidance.first().copied().unwrap_or(1.0),
+    };
+    from_flags.push("sample.guidance_scale");
     validate_settings(&config, &from_flags, &run_dir)?;
     check_sizes(&args, &config)?;
-
-    // The classifier, checked against the run's training data.
-    let root = config.data.resolved_root();
-    let run_config = run_dir.config_path();
-    let hint = run_config.display().to_string();
-    let classifier_dir = match args.classifier {
-        Some(dir) => dir,
-        None => crate::sampling_args::default_classifier(&root, false)?,
-    };
-    let device = select_device(args.device.into())?;
-    let classifier = Classifier::load(&classifier_dir, &device, &hint)?;
-    if classifier.meta().noise.is_some() {
-        bail!(
-            "{} holds a noise-aware classifier (for classifier guidance); ember eval scores clean samples with the classifier of `ember classifier train` without --noisy",
-            classifier_dir.display()
-        );
+    if let Some(study) = &args.study {
+        return crate::study_cmd::run(&args, study, &run_dir, &config);
     }
-    let train = ImageDataset::load(&config.data, &config.model, Split::Train, 0)?;
-    let fingerprint = dataset_fingerprint(&train);
-    classifier.check_dataset(&classifier_dir, &root, &fingerprint, &hint)?;
+    for &scale in &args.guidance {
+        config
+            .sample
+            .check_scale("--guidance", scale)
+            .map_err(|e| anyhow::anyhow!("--guidance: {}", e.message))?;
+    }
 
-    let checkpoint = match args.checkpoint {
-        Some(c) => c,
-        None => run_dir.latest_checkpoint()?,
-    };
-    let state = verify(&checkpoint)?;
-    let inception = match args.fid {
-        Some(FidArg::Inception) => {
-            if !args.fid_weights.is_file() {
-                bail!(
-                    "--fid inception needs the FID Inception weights at {}: convert them once with `python3 scripts/fid/convert_inception.py` (or pass --fid-weights)",
-                    args.fid_weights.display()
-                );
-            }
-            Some(ember_eval::InceptionFeatures::load(
-                &args.fid_weights,
-                &device,
-            )?)
-        }
-        None => None,
-    };
-    let guidance_classifier = guidance_classifier(&run_dir, &config, &device)?;
-    let weak = weak_model(&run_dir, &config, &device)?;
-    let model = load_model(&config, &checkpoint, Weights::Ema, &device)?;
-    let classes = config.model.num_classes;
-    let test = ImageDataset::load(&config.data, &config.model, Split::Test, 0)?;
-    let out_dir = args.out.unwrap_or_else(|| args.run.join("eval"));
-    let m = &config.model;
-    let schedule = ember_model::NoiseSchedule::new(&config.diffusion);
-    use ember_eval::FeatureExtractor;
-    let mut settings = EvalSettings {
-        format_version: FORMAT_VERSION,
-        weights: format!(
-            "{} {EMA_FILE} {}",
-            checkpoint
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            state.checksums.get(EMA_FILE).cloned().unwrap_or_default()
-        ),
-        num_classes: classes,
-        samples_per_class: args.samples_per_class,
-        sampling: EvalSettings::sampling_of(&config.sample),
-        classifier: classifier.id(),
-        features: classifier.id(),
-        k: DEFAULT_K,
-        fid: inception.as_ref().map(|i| i.id()),
-        guidance_classifier: guidance_classifier.as_ref().map(|c| c.id()),
-    };
+    let scoring = Scoring::load(&args, &run_dir, &config)?;
+    let guidance_classifier = guidance_classifier(&run_dir, &config, &scoring.device)?;
+    let weak = weak_model(&run_dir, &config, &scoring.device)?;
+    let out_dir = args.out.clone().unwrap_or_else(|| args.run.join("eval"));
+    let mut settings = scoring.settings(&args, &config);
+    settings.sampling = EvalSettings::sampling_of(&config.sample);
+    settings.guidance_classifier = guidance_classifier.as_ref().map(|c| c.id());
     // Autoguidance's weak model by its weights, as the guided model is recorded.
     if let Some((_, record)) = &weak {
         settings
@@ -157,31 +119,34 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let s = &config.sample;
     println!(
-        "evaluating {} (step {}, EMA weights) with {} at scales {:?}: {} samples per class x {classes} classes, {} {} steps ({:?} spacing), eta {}, seed {}; classifier {} (test accuracy {:.4}); output {}",
+        "evaluating {} (step {}, EMA weights) with {} at scales {:?}: {} samples per class x {} classes, {} {} steps ({:?} spacing), eta {}, seed {}; classifier {} (test accuracy {:.4}); output {}",
         args.run.display(),
-        state.step,
+        scoring.step,
         s.guidance_method.name(),
         args.guidance,
         args.samples_per_class,
+        config.model.num_classes,
         s.sampler.name(),
         s.steps,
         s.spacing,
         s.eta,
         s.seed,
-        classifier_dir.display(),
-        classifier.meta().test_accuracy,
+        scoring.classifier_dir.display(),
+        scoring.classifier.meta().test_accuracy,
         out_dir.display()
     );
+    let m = &config.model;
     let request = EvalRequest {
-        model: &model,
-        schedule: &schedule,
+        model: &scoring.model,
+        schedule: &scoring.schedule,
         image_shape: [m.image_channels, m.image_size, m.image_size],
-        classifier: &classifier,
-        fid: inception
+        classifier: &scoring.classifier,
+        fid: scoring
+            .inception
             .as_ref()
             .map(|i| i as &dyn ember_eval::FeatureExtractor),
-        test: &test,
-        train: &train,
+        test: &scoring.test,
+        train: &scoring.train,
         scales: args.guidance.clone(),
         sampling: &config.sample,
         guidance_classifier: guidance_classifier
@@ -193,7 +158,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         out_dir: out_dir.clone(),
         restart: args.restart,
         grid_columns: args.grid_columns,
-        device,
+        device: scoring.device.clone(),
     };
     let start = Instant::now();
     let mut sampled = 0usize;
@@ -298,7 +263,107 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn fid_text(fid: Option<f64>) -> String {
+/// What every evaluation of a run loads once: the classifier (checked against the run's
+/// training data), both data splits, the checkpoint's EMA weights, and Inception if asked.
+pub(crate) struct Scoring {
+    pub classifier: Classifier,
+    pub classifier_dir: PathBuf,
+    pub train: ImageDataset,
+    pub test: ImageDataset,
+    /// The checkpoint's folder name, its step and the checksum of its EMA file.
+    pub checkpoint_name: String,
+    pub step: usize,
+    pub ema_checksum: String,
+    pub inception: Option<ember_eval::InceptionFeatures>,
+    pub model: ember_model::UNet,
+    pub schedule: ember_model::NoiseSchedule,
+    pub device: burn::prelude::Device,
+}
+
+impl Scoring {
+    pub(crate) fn load(
+        args: &EvalArgs,
+        run_dir: &RunDir,
+        config: &ExperimentConfig,
+    ) -> Result<Self> {
+        // The classifier, checked against the run's training data.
+        let root = config.data.resolved_root();
+        let run_config = run_dir.config_path();
+        let hint = run_config.display().to_string();
+        let classifier_dir = match &args.classifier {
+            Some(dir) => dir.clone(),
+            None => crate::sampling_args::default_classifier(&root, false)?,
+        };
+        let device = select_device(args.device.into())?;
+        let classifier = Classifier::load(&classifier_dir, &device, &hint)?;
+        if classifier.meta().noise.is_some() {
+            bail!(
+                "{} holds a noise-aware classifier (for classifier guidance); ember eval scores clean samples with the classifier of `ember classifier train` without --noisy",
+                classifier_dir.display()
+            );
+        }
+        let train = ImageDataset::load(&config.data, &config.model, Split::Train, 0)?;
+        let fingerprint = dataset_fingerprint(&train);
+        classifier.check_dataset(&classifier_dir, &root, &fingerprint, &hint)?;
+
+        let checkpoint = match &args.checkpoint {
+            Some(c) => c.clone(),
+            None => run_dir.latest_checkpoint()?,
+        };
+        let state = verify(&checkpoint)?;
+        let inception = match args.fid {
+            Some(FidArg::Inception) => {
+                if !args.fid_weights.is_file() {
+                    bail!(
+                        "--fid inception needs the FID Inception weights at {}: convert them once with `python3 scripts/fid/convert_inception.py` (or pass --fid-weights)",
+                        args.fid_weights.display()
+                    );
+                }
+                Some(ember_eval::InceptionFeatures::load(
+                    &args.fid_weights,
+                    &device,
+                )?)
+            }
+            None => None,
+        };
+        let model = load_model(config, &checkpoint, Weights::Ema, &device)?;
+        let test = ImageDataset::load(&config.data, &config.model, Split::Test, 0)?;
+        Ok(Self {
+            classifier,
+            classifier_dir,
+            train,
+            test,
+            checkpoint_name: checkpoint
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            step: state.step,
+            ema_checksum: state.checksums.get(EMA_FILE).cloned().unwrap_or_default(),
+            inception,
+            model,
+            schedule: ember_model::NoiseSchedule::new(&config.diffusion),
+            device,
+        })
+    }
+
+    /// The settings every row depends on, with no sampling settings yet.
+    pub(crate) fn settings(&self, args: &EvalArgs, config: &ExperimentConfig) -> EvalSettings {
+        EvalSettings {
+            format_version: FORMAT_VERSION,
+            weights: format!("{} {EMA_FILE} {}", self.checkpoint_name, self.ema_checksum),
+            num_classes: config.model.num_classes,
+            samples_per_class: args.samples_per_class,
+            sampling: Default::default(),
+            classifier: self.classifier.id(),
+            features: self.classifier.id(),
+            k: DEFAULT_K,
+            fid: self.inception.as_ref().map(|i| i.id()),
+            guidance_classifier: None,
+        }
+    }
+}
+
+pub(crate) fn fid_text(fid: Option<f64>) -> String {
     fid.map(|f| format!(", FID {f:.4}")).unwrap_or_default()
 }
 
@@ -307,7 +372,7 @@ fn fid_text(fid: Option<f64>) -> String {
 const MAX_EVAL_SAMPLES: usize = 1_000_000;
 
 /// Bounds the sizes a user gives before anything is allocated.
-fn check_sizes(args: &EvalArgs, config: &ember_config::ExperimentConfig) -> Result<()> {
+fn check_sizes(args: &EvalArgs, config: &ExperimentConfig) -> Result<()> {
     let classes = config.model.num_classes;
     let total = args.samples_per_class.saturating_mul(classes);
     if args.samples_per_class == 0 || total > MAX_EVAL_SAMPLES {
@@ -329,12 +394,6 @@ fn check_sizes(args: &EvalArgs, config: &ember_config::ExperimentConfig) -> Resu
             ember_config::limits::MAX_PER_CLASS,
             args.grid_columns
         );
-    }
-    for &scale in &args.guidance {
-        config
-            .sample
-            .check_scale("--guidance", scale)
-            .map_err(|e| anyhow::anyhow!("--guidance: {}", e.message))?;
     }
     crate::resources::check_memory(
         ember_model::memory::sampling_bytes(&config.model, args.batch_size),

@@ -3,7 +3,8 @@
 
 //!
 //! `main.rs` parses and dispatches; each command lives in its own file: `train_cmd.rs`,
-//! `sample_cmd.rs`, `eval_cmd.rs`, `classifier_cmd.rs`, `weights_cmd.rs` (export, compare).
+//! `sample_cmd.rs`, `eval_cmd.rs` (and `study_cmd.rs`, its `--study`), `classifier_cmd.rs`,
+//! `weights_cmd.rs` (export, compare).
 //! `sampling_args.rs` holds the sampling flags `sample` and `eval` share, `resources.rs` the
 //! memory check.
 
@@ -12,6 +13,7 @@ mod eval_cmd;
 mod resources;
 mod sample_cmd;
 mod sampling_args;
+mod study_cmd;
 mod train_cmd;
 mod weights_cmd;
 
@@ -103,6 +105,7 @@ enum Command {
     /// Guidance sweep: sample every class at each scale from the same noise and report class
     /// accuracy, Frechet distance, precision/recall and diversity (eval.csv, eval.json, eval.png,
     /// a grid per scale, TensorBoard scalars); an interrupted eval resumes where it stopped.
+    /// With --study, several guidance methods each over its scales, compared on one plot.
     Eval(eval_cmd::EvalArgs),
 }
 
