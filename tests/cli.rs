@@ -1288,3 +1288,119 @@ fn a_guidance_study_compares_methods_resumes_and_refuses_a_mismatched_weak_model
     assert!(text(&out).contains("image size 16"), "{}", text(&out));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The time-to-quality curve: every kept checkpoint at one scale (with CAS), beside sample sets
+/// another program exported, and a rerun that skips what is done.
+#[test]
+fn checkpoint_curve_scores_every_checkpoint_and_exported_samples_and_resumes() {
+    use ember_io::{GridImage, write_png};
+    let (dir, config, run) = trained_smoke_run("curve");
+    let out = ember(&[
+        "classifier",
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Two images per class as another program would export them.
+    let twin = dir.join("twin");
+    for class in 0..10 {
+        for j in 0..2 {
+            let pixels = (0..28 * 28)
+                .map(|i| ((i * 7 + class * 31 + j * 13) % 256) as u8)
+                .collect();
+            let image = GridImage {
+                width: 28,
+                height: 28,
+                channels: 1,
+                pixels,
+            };
+            let path = twin.join(format!("minutes-0.5/{class}/{j}.png"));
+            write_png(&image, &path).unwrap();
+        }
+    }
+    let curve_dir = dir.join("curve");
+    let args = [
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--checkpoints",
+        "all",
+        "--guidance",
+        "1",
+        "--samples-per-class",
+        "2",
+        "--steps",
+        "2",
+        "--cas",
+        "--cas-epochs",
+        "1",
+        "--compare",
+        twin.to_str().unwrap(),
+        "--out",
+        curve_dir.to_str().unwrap(),
+    ];
+    let out = ember(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    let csv = std::fs::read_to_string(curve_dir.join("curve.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(
+        rows.len(),
+        3,
+        "checkpoints 2 and 4, and the exported set: {csv}"
+    );
+    assert!(
+        rows[0].starts_with("ember,2,") && rows[1].starts_with("ember,4,"),
+        "{csv}"
+    );
+    assert!(rows[2].starts_with("pytorch,,0.50,"), "{csv}");
+    for row in &rows {
+        let cas: f64 = row.split(',').nth(8).unwrap().parse().unwrap();
+        assert!((0.0..=1.0).contains(&cas), "{row}");
+    }
+    // Minutes grow with the step.
+    let minutes = |row: &str| row.split(',').nth(2).unwrap().parse::<f64>().unwrap();
+    assert!(minutes(rows[0]) < minutes(rows[1]), "{csv}");
+    assert!(
+        std::fs::read(curve_dir.join("curve.png"))
+            .unwrap()
+            .starts_with(b"\x89PNG")
+    );
+
+    // A rerun computes nothing again.
+    let again = ember(&args);
+    assert!(again.status.success(), "{}", text(&again));
+    let log = text(&again);
+    for done in [
+        "skipping ember step 2",
+        "skipping ember step 4",
+        "skipping pytorch",
+    ] {
+        assert!(log.contains(done), "{log}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(curve_dir.join("curve.csv")).unwrap(),
+        csv
+    );
+    // A curve needs exactly one scale.
+    let out = ember(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--checkpoints",
+        "all",
+        "--guidance",
+        "1,2",
+        "--samples-per-class",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("exactly one --guidance"),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

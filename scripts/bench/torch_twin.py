@@ -8,6 +8,10 @@ AdamW, EMA) and the DDIM + classifier-free-guidance loop of crates/ember-sample/
 guidance.rs, so that its timings are comparable with Ember's `train_bench` example.
 
 Modes (the same as the Rust example; one JSON line on stdout at the end):
+  train-curve --config RESOLVED.toml --data DIR --out DIR --minutes M [--every M]
+              [--samples-per-class N] [--guidance S] [--threads N]
+          trains for M minutes on an IDX training split and exports samples of its EMA weights
+          every few minutes, for `ember eval --checkpoints all --compare DIR`
   train   --config RESOLVED.toml [--batch N] [--warmup N] [--repeats N] [--threads N]
   sample  --config RESOLVED.toml [--batch N] [--warmup N] [--repeats N] [--steps N] [--threads N]
   check   --config RESOLVED.toml --dir DIR   (DIR written by `train_bench check`)
@@ -266,7 +270,8 @@ def parameter_count(model: nn.Module) -> int:
 
 
 class Schedule:
-    """Betas and cumulative alphas in float64 (crates/ember-model/src/schedule.rs)."""
+    """Betas and cumulative alphas in float64, the prediction type and the conversions
+    (crates/ember-model/src/schedule.rs)."""
 
     def __init__(self, d: dict):
         t = d["timesteps"]
@@ -281,6 +286,13 @@ class Schedule:
         for b in betas:
             acc *= 1.0 - b
             ab.append(acc)
+        if d.get("zero_terminal_snr", False):
+            # Lin et al. 2023, Algorithm 1: sqrt(abar) shifted and scaled so its first value is
+            # kept and its last becomes 0.
+            sq = [math.sqrt(a) for a in ab]
+            first, last = sq[0], sq[-1]
+            ab = [((v - last) * first / (first - last)) ** 2 for v in sq]
+        self.prediction = d.get("prediction", "epsilon")
         self.alphas_cumprod = ab
         ab64 = torch.tensor(ab, dtype=torch.float64)
         self.signal = ab64.sqrt().to(torch.float32)
@@ -296,6 +308,44 @@ class Schedule:
         s = self.signal[timesteps].view(-1, 1, 1, 1)
         g = self.sigma[timesteps].view(-1, 1, 1, 1)
         return x0 * s + noise * g
+
+    def target(self, x0, noise, timesteps):
+        """What the network is trained to predict: the noise, v, or x0."""
+        if self.prediction == "epsilon":
+            return noise
+        if self.prediction == "x0":
+            return x0
+        s = self.signal[timesteps].view(-1, 1, 1, 1)
+        g = self.sigma[timesteps].view(-1, 1, 1, 1)
+        return noise * s - x0 * g
+
+    def snr(self, t):
+        ab = self.alphas_cumprod[t]
+        return ab / (1.0 - ab)
+
+    def min_snr_weights(self, timesteps, gamma):
+        """Min-SNR-gamma weights per sample (crates/ember-model/src/loss.rs)."""
+        out = []
+        for t in timesteps.tolist():
+            snr = self.snr(t)
+            clipped = min(snr, gamma)
+            out.append({"epsilon": clipped / snr, "v": clipped / (snr + 1.0), "x0": clipped}[
+                self.prediction])
+        return torch.tensor(out, dtype=torch.float32)
+
+    def output_to_x0(self, out, x, t):
+        """The clean image a network output implies at x, timestep t."""
+        ab = self.alphas_cumprod[t]
+        if self.prediction == "x0":
+            return out
+        if self.prediction == "v":
+            return x * math.sqrt(ab) - out * math.sqrt(1.0 - ab)
+        return (x - out * math.sqrt(1.0 - ab)) / math.sqrt(ab)
+
+    def sigma_of(self, t):
+        """sqrt((1 - abar) / abar); 0 for the clean image (t None)."""
+        ab = self.alpha_bar(t)
+        return math.inf if ab == 0.0 else math.sqrt((1.0 - ab) / ab)
 
 
 class Trainer:
@@ -322,6 +372,11 @@ class Trainer:
         t = self.train_cfg
         if step < t["warmup_steps"]:
             return t["learning_rate"] * (step + 1) / t["warmup_steps"]
+        if t.get("lr_schedule", "constant") == "cosine":
+            span = max(t["steps"] - t["warmup_steps"], 1)
+            progress = min((step - t["warmup_steps"]) / span, 1.0)
+            final = t.get("final_learning_rate", 0.0)
+            return final + (t["learning_rate"] - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
         return t["learning_rate"]
 
     def draw_inputs(self, labels: torch.Tensor, shape):
@@ -336,7 +391,13 @@ class Trainer:
         """Forward, epsilon MSE, backward, global-norm clip, AdamW, EMA; -> (loss, grad_norm)."""
         x_t = self.schedule.add_noise(x0, noise, timesteps)
         predicted = self.model(x_t, timesteps.to(torch.float32), labels)
-        loss = (predicted - noise).square().mean()
+        target = self.schedule.target(x0, noise, timesteps)
+        gamma = self.train_cfg.get("min_snr_gamma", 0.0)
+        if gamma > 0:
+            per_sample = (predicted - target).square().flatten(1).mean(1)
+            loss = (per_sample * self.schedule.min_snr_weights(timesteps, gamma)).mean()
+        else:
+            loss = (predicted - target).square().mean()
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             self.step += 1
@@ -404,8 +465,8 @@ def ddim(model, schedule, x, labels, scale, steps, eta, marks=None, generator=No
             marks.append(time.perf_counter())
         prev = ts[i + 1] if i + 1 < len(ts) else None
         ab_t, ab_prev = schedule.alpha_bar(t), schedule.alpha_bar(prev)
-        eps = guided_eps(model, x, t, labels, null_labels, scale)
-        x0 = ((x - eps * math.sqrt(1.0 - ab_t)) / math.sqrt(ab_t)).clamp(-1.0, 1.0)
+        out = guided_eps(model, x, t, labels, null_labels, scale)
+        x0 = schedule.output_to_x0(out, x, t).clamp(-1.0, 1.0)
         eps = (x - x0 * math.sqrt(ab_t)) / math.sqrt(1.0 - ab_t)
         sigma = eta * math.sqrt((1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev))
         direction = math.sqrt(max(1.0 - ab_prev - sigma * sigma, 0.0))
@@ -415,6 +476,60 @@ def ddim(model, schedule, x, labels, scale, steps, eta, marks=None, generator=No
     if marks is not None:
         marks.append(time.perf_counter())
     return x
+
+
+def karras_timesteps(schedule, steps: int):
+    """Karras et al. 2022's noise levels (rho 7) snapped to training timesteps, as
+    crates/ember-sample/src/timesteps.rs `karras`."""
+    t_max, rho = len(schedule), 7.0
+    top = max(t for t in range(t_max) if math.isfinite(schedule.sigma_of(t)))
+    lo, hi = schedule.sigma_of(0), schedule.sigma_of(top)
+    log_sigmas = [math.log(schedule.sigma_of(t)) for t in range(t_max)]
+    ts = []
+    for i in range(steps):
+        f = 0.0 if steps == 1 else i / (steps - 1)
+        target = math.log((hi ** (1 / rho) + f * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho)
+        best = min(range(t_max), key=lambda t: abs(log_sigmas[t] - target))
+        if not ts or ts[-1] != best:
+            ts.append(best)
+    return ts
+
+
+@torch.inference_mode()
+def dpmpp_2m(model, schedule, x, labels, scale, ts):
+    """DPM-Solver++(2M) with classifier-free guidance, as crates/ember-sample/src/samplers/
+    dpm_solver.rs (and karras.rs `ode_start` for a first step at zero terminal SNR)."""
+    null_labels = torch.full_like(labels, model.null_class)
+
+    def denoise(x, t):
+        out = guided_eps(model, x, t, labels, null_labels, scale)
+        return schedule.output_to_x0(out, x, t).clamp(-1.0, 1.0)
+
+    ab0 = schedule.alpha_bar(ts[0])
+    if ab0 > 0:
+        z, rest = x / math.sqrt(ab0), list(ts)
+    else:
+        x0 = denoise(x, ts[0])
+        if len(ts) == 1:
+            return x0
+        z, rest = x0 + x * schedule.sigma_of(ts[1]), list(ts[1:])
+    previous = None
+    for i, t in enumerate(rest):
+        nxt = rest[i + 1] if i + 1 < len(rest) else None
+        s, s_next = schedule.sigma_of(t), schedule.sigma_of(nxt)
+        x0 = denoise(z * math.sqrt(schedule.alpha_bar(t)), t)
+        if nxt is None:
+            return x0
+        h = math.log(s) - math.log(s_next)
+        if previous is None:
+            d = x0
+        else:
+            x0_prev, h_prev = previous
+            r = h_prev / h
+            d = x0 * (1.0 + 1.0 / (2.0 * r)) - x0_prev * (1.0 / (2.0 * r))
+        z = z * (s_next / s) - d * math.expm1(-h)
+        previous = (x0, h)
+    return z
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,6 +662,99 @@ def mode_sample(cfg, args):
     })
 
 
+def read_idx(path: str) -> np.ndarray:
+    """An IDX file (raw or gzipped) as a numpy array."""
+    import gzip
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def train_for_minutes(cfg, args):
+    """Trains on the IDX training split for --minutes of training time (or train.steps),
+    keeping the EMA weights every --every minutes; -> [(minutes, step, ema state)]."""
+    m, t_cfg = cfg["model"], cfg["train"]
+    images = torch.from_numpy(read_idx(os.path.join(args.data, "train-images-idx3-ubyte")).copy())
+    labels = torch.from_numpy(read_idx(os.path.join(args.data, "train-labels-idx1-ubyte")).copy())
+    images = images.to(torch.float32).div(127.5).sub(1.0).unsqueeze(1)  # [n, 1, 28, 28]
+    labels = labels.to(torch.long)
+    torch.manual_seed(cfg.get("seed", 42))
+    trainer = Trainer(cfg, UNet(m))
+    trainer.model.train()
+    b, n = t_cfg["batch_size"], images.shape[0]
+    generator = torch.Generator().manual_seed(cfg.get("seed", 42))
+    budget, every = args.minutes * 60.0, args.every * 60.0
+    trained, next_keep, kept = 0.0, every, []
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, b):
+            began = time.perf_counter()
+            idx = order[start:start + b]
+            y, t, noise = trainer.draw_inputs(labels[idx], images[idx].shape)
+            loss, _ = trainer.train_step(images[idx], noise, t, y)
+            trained += time.perf_counter() - began
+            if trainer.step % 100 == 0:
+                print(f"step {trainer.step} loss {loss:.4f} {trained / 60:.1f} min", flush=True)
+            finished = trainer.step >= t_cfg["steps"] or trained >= budget
+            if trained >= next_keep or finished:
+                kept.append((trained / 60.0, trainer.step,
+                             copy.deepcopy(trainer.ema.state_dict())))
+                next_keep += every
+            if finished:
+                print(f"trained {trainer.step} steps in {trained / 60:.1f} min", flush=True)
+                return kept
+
+
+def mode_train_curve(cfg, args):
+    """Trains (train_for_minutes), then samples --samples-per-class images per class from each
+    kept EMA, with the config's sampler settings at --guidance, into
+    OUT/minutes-<M>/<class>/<j>.png for `ember eval --checkpoints all --compare OUT`.
+    --sample-only samples the weights an earlier run kept (OUT/kept.pt)."""
+    from PIL import Image
+
+    if not (args.data and args.out and (args.minutes or args.sample_only)):
+        sys.exit("error: train-curve needs --data, --out and --minutes")
+    m, s_cfg = cfg["model"], cfg["sample"]
+    os.makedirs(args.out, exist_ok=True)
+    kept_path = os.path.join(args.out, "kept.pt")
+    if args.sample_only:
+        kept = torch.load(kept_path)
+    else:
+        kept = train_for_minutes(cfg, args)
+        # The kept weights survive a failure of the sampling below.
+        torch.save(kept, kept_path)
+    schedule = Schedule(cfg["diffusion"])
+    model = UNet(m).eval().requires_grad_(False)
+    c, size = m["image_channels"], m["image_size"]
+    for minutes, step, state in kept:
+        model.load_state_dict(state)
+        folder = os.path.join(args.out, f"minutes-{minutes:.2f}")
+        gen = torch.Generator().manual_seed(args.sample_seed)
+        jobs = [(k, j) for k in range(m["num_classes"]) for j in range(args.samples_per_class)]
+        for first in range(0, len(jobs), 250):
+            chunk = jobs[first:first + 250]
+            ys = torch.tensor([k for k, _ in chunk])
+            x = torch.randn((len(chunk), c, size, size), generator=gen)
+            if s_cfg.get("sampler") == "dpmpp-2m" and s_cfg.get("spacing") == "karras":
+                out = dpmpp_2m(model, schedule, x, ys, args.guidance,
+                               karras_timesteps(schedule, s_cfg["steps"]))
+            else:
+                out = ddim(model, schedule, x, ys, args.guidance, s_cfg["steps"], 0.0,
+                           spacing=s_cfg.get("spacing", "trailing"))
+            pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+            for (k, j), img in zip(chunk, pixels):
+                path = os.path.join(folder, f"{k:03d}", f"{j:04d}.png")
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                Image.fromarray(img[0] if c == 1 else img.transpose(1, 2, 0)).save(path)
+        print(f"{folder}: step {step}, {len(jobs)} samples", flush=True)
+    emit({"impl": "torch", "mode": "train-curve", "steps": kept[-1][1],
+          "minutes": round(kept[-1][0], 3), "kept": [round(k[0], 3) for k in kept],
+          "threads": torch.get_num_threads()})
+
+
 def read_safetensors(path: str) -> dict:
     with open(path, "rb") as f:
         raw = f.read()
@@ -672,7 +880,7 @@ def mode_check(cfg, args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("mode", choices=["train", "sample", "check", "params"])
+    p.add_argument("mode", choices=["train", "sample", "check", "params", "train-curve"])
     p.add_argument("--config", required=True, help="resolved config (train_bench resolve)")
     p.add_argument("--batch", type=int)
     p.add_argument("--warmup", type=int, default=2)
@@ -681,6 +889,15 @@ def main():
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--expect-params", type=int, help="fail unless the twin has this many")
     p.add_argument("--dir", help="check: the folder `train_bench check` wrote")
+    p.add_argument("--data", help="train-curve: folder of the IDX training split")
+    p.add_argument("--out", help="train-curve: where the sample folders go")
+    p.add_argument("--minutes", type=float, help="train-curve: minutes of training")
+    p.add_argument("--every", type=float, default=5.0, help="train-curve: keep weights every M minutes")
+    p.add_argument("--samples-per-class", type=int, default=100, help="train-curve: samples per class")
+    p.add_argument("--guidance", type=float, default=1.0, help="train-curve: guidance scale of the samples")
+    p.add_argument("--sample-seed", type=int, default=0, help="train-curve: seed of the sample noise")
+    p.add_argument("--sample-only", action="store_true",
+                   help="train-curve: sample the weights OUT/kept.pt holds, without training")
     p.add_argument("--sdpa", action="store_true",
                    help="attention through F.scaled_dot_product_attention (not Ember's maths)")
     args = p.parse_args()
@@ -701,6 +918,8 @@ def main():
         if not args.dir:
             sys.exit("error: check needs --dir")
         mode_check(cfg, args)
+    elif args.mode == "train-curve":
+        mode_train_curve(cfg, args)
     else:
         model = UNet(cfg["model"])
         print(json.dumps({"impl": "torch", "mode": "params", "params": check_params(model, args.expect_params)}))

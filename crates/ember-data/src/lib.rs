@@ -227,6 +227,46 @@ impl ImageDataset {
         }
     }
 
+    /// Builds a dataset from images already at their size: planar `[channels, height, width]`
+    /// pixels, image after image (generated samples, a subset of another dataset).
+    ///
+    /// # Panics
+    /// If the pixel count does not match the labels and the shape.
+    pub fn from_images(
+        images: Vec<u8>,
+        labels: Vec<u16>,
+        [channels, height, width]: [usize; 3],
+        class_names: Vec<String>,
+    ) -> Self {
+        assert_eq!(images.len(), labels.len() * channels * height * width);
+        Self {
+            images,
+            labels,
+            channels,
+            height,
+            width,
+            class_names,
+        }
+    }
+
+    /// The first `per_class` images of every class, in dataset order (fewer where a class has
+    /// fewer).
+    pub fn first_per_class(&self, per_class: usize) -> Self {
+        let pixels = self.channels * self.height * self.width;
+        let classes = self.class_names.len().max(1);
+        let mut taken = vec![0usize; classes];
+        let (mut images, mut labels) = (Vec::new(), Vec::new());
+        for (i, &label) in self.labels.iter().enumerate() {
+            let count = &mut taken[(label as usize).min(classes - 1)];
+            if *count < per_class {
+                *count += 1;
+                images.extend_from_slice(&self.images[i * pixels..(i + 1) * pixels]);
+                labels.push(label);
+            }
+        }
+        Self::from_images(images, labels, self.shape(), self.class_names.clone())
+    }
+
     pub fn image_size(&self) -> (usize, usize) {
         (self.height, self.width)
     }

@@ -25,12 +25,9 @@
 //! (`ember_config::SampleConfig`: the run's `[sample]` table with the flags applied), at each
 //! scale in turn; eval.json records all of it, so a rerun with another option is refused.
 
-use crate::classifier::{Classifier, argmax_rows};
-use crate::metrics::{self, FeatureSet, GaussianStats};
-use crate::{FeatureExtractor, extract_features, to_feature_set};
+use crate::score::{Judge, Metrics, RealSide};
 use burn::prelude::*;
-use ember_config::SampleConfig;
-use ember_data::ImageDataset;
+use ember_config::{ClassifierConfig, SampleConfig};
 use ember_io::{GridImage, write_atomic, write_png};
 use ember_model::{NoiseSchedule, UNet};
 use ember_monitor::plot::{Panel, Series, write_panels};
@@ -88,15 +85,18 @@ pub struct EvalSettings {
     pub samples_per_class: usize,
     /// The sampling settings, key by key as in `[sample]` (see [`EvalSettings::sampling_of`]).
     pub sampling: serde_json::Map<String, serde_json::Value>,
-    /// [`FeatureExtractor::id`] of the accuracy classifier and of the feature network.
+    /// [`crate::FeatureExtractor::id`] of the accuracy classifier and of the feature network.
     pub classifier: String,
     pub features: String,
     /// `k` of the k-nearest-neighbour manifolds.
     pub k: usize,
-    /// [`FeatureExtractor::id`] of the standard-FID network (`--fid inception`), if used.
+    /// [`crate::FeatureExtractor::id`] of the standard-FID network (`--fid inception`), if used.
     pub fid: Option<String>,
     /// The noise-aware classifier of classifier guidance (`sampling.classifier_guidance > 0`).
     pub guidance_classifier: Option<String>,
+    /// How CAS trains its classifier (`--cas`), if computed.
+    #[serde(default)]
+    pub cas: Option<ClassifierConfig>,
 }
 
 impl EvalSettings {
@@ -178,6 +178,10 @@ pub struct ScaleRow {
     /// Standard FID (Inception pool features) against as many real test images as samples.
     #[serde(default)]
     pub fid: Option<f64>,
+    /// Classification accuracy score: a classifier trained on these samples alone, tested on
+    /// the real test split (`--cas`).
+    #[serde(default)]
+    pub cas: Option<f64>,
     pub samples: usize,
     /// Wall time of this scale (sampling and scoring).
     #[serde(deserialize_with = "null_as_nan")]
@@ -205,6 +209,42 @@ pub struct Reference {
     /// Standard FID of those training images against the same real test images as the rows.
     #[serde(default)]
     pub fid: Option<f64>,
+    /// CAS of those training images: the same classifier training on real images.
+    #[serde(default)]
+    pub cas: Option<f64>,
+}
+
+impl Reference {
+    pub(crate) fn from_metrics(m: Metrics, test_images: usize) -> Self {
+        Self {
+            images: m.samples,
+            test_images,
+            accuracy: m.accuracy,
+            fd: m.fd,
+            precision: m.precision,
+            recall: m.recall,
+            diversity: m.diversity,
+            fid: m.fid,
+            cas: m.cas,
+        }
+    }
+}
+
+impl ScaleRow {
+    pub(crate) fn from_metrics(scale: f64, m: Metrics, seconds: f64) -> Self {
+        Self {
+            scale,
+            accuracy: m.accuracy,
+            fd: m.fd,
+            precision: m.precision,
+            recall: m.recall,
+            diversity: m.diversity,
+            fid: m.fid,
+            cas: m.cas,
+            samples: m.samples,
+            seconds,
+        }
+    }
 }
 
 /// serde_json writes a NaN metric (a diverged model) as `null`; read it back as NaN so such a
@@ -236,24 +276,35 @@ impl EvalFile {
         self.rows.iter().find(|r| r.scale == scale)
     }
 
-    /// The rows as CSV with a header line; the `fid` column only when `--fid` computed one.
+    /// The rows as CSV with a header line; the `fid` and `cas` columns only when computed.
     pub fn to_csv(&self) -> String {
-        let with_fid = self.settings.fid.is_some();
+        let (with_fid, with_cas) = (self.settings.fid.is_some(), self.settings.cas.is_some());
         let mut out = String::from("scale,accuracy,fd,precision,recall,diversity,");
-        out.push_str(if with_fid {
-            "fid,samples,seconds\n"
-        } else {
-            "samples,seconds\n"
-        });
+        if with_fid {
+            out.push_str("fid,");
+        }
+        if with_cas {
+            out.push_str("cas,");
+        }
+        out.push_str("samples,seconds\n");
+        let optional = |on: bool, v: Option<f64>| match (on, v) {
+            (true, Some(v)) => format!("{v},"),
+            (true, None) => ",".to_string(),
+            (false, _) => String::new(),
+        };
         for r in &self.rows {
-            let fid = match (with_fid, r.fid) {
-                (true, Some(f)) => format!("{f},"),
-                (true, None) => ",".to_string(),
-                (false, _) => String::new(),
-            };
             out.push_str(&format!(
-                "{},{},{},{},{},{},{fid}{},{:.3}\n",
-                r.scale, r.accuracy, r.fd, r.precision, r.recall, r.diversity, r.samples, r.seconds
+                "{},{},{},{},{},{},{}{}{},{:.3}\n",
+                r.scale,
+                r.accuracy,
+                r.fd,
+                r.precision,
+                r.recall,
+                r.diversity,
+                optional(with_fid, r.fid),
+                optional(with_cas, r.cas),
+                r.samples,
+                r.seconds
             ));
         }
         out
@@ -267,13 +318,8 @@ pub struct EvalRequest<'a> {
     pub schedule: &'a NoiseSchedule,
     /// `[channels, size, size]` of the model's images.
     pub image_shape: [usize; 3],
-    /// Scores the samples: its logits give the accuracy, its penultimate features the space of
-    /// the Fréchet distance, precision/recall and diversity (both from one forward pass).
-    pub classifier: &'a Classifier,
-    /// The standard-FID network (Inception), when asked for; `settings.fid` names it.
-    pub fid: Option<&'a dyn FeatureExtractor>,
-    pub test: &'a ImageDataset,
-    pub train: &'a ImageDataset,
+    /// Scores the samples (`settings` names its classifier, FID network and CAS recipe).
+    pub judge: &'a Judge<'a>,
     pub scales: Vec<f64>,
     /// How to sample and guide (the scale of each row replaces its `guidance_scale`).
     pub sampling: &'a SampleConfig,
@@ -289,7 +335,6 @@ pub struct EvalRequest<'a> {
     pub restart: bool,
     /// Samples per class shown in each grid (the first ones).
     pub grid_columns: usize,
-    pub device: Device,
 }
 
 /// What [`run_eval`] reports as it goes.
@@ -355,123 +400,14 @@ fn check(req: &EvalRequest) -> Result<(), EvalError> {
         ));
     }
     use burn::data::dataset::Dataset;
-    if req.test.len() <= s.k {
+    let test = req.judge.test.len();
+    if test <= s.k {
         return Err(EvalError::Request(format!(
-            "the test split has {} images, too few for k = {}",
-            req.test.len(),
+            "the test split has {test} images, too few for k = {}",
             s.k
         )));
     }
     Ok(())
-}
-
-/// Classifier features, labels and predicted classes of dataset images `0..n`, in batches.
-fn dataset_features(
-    classifier: &Classifier,
-    dataset: &ImageDataset,
-    n: usize,
-    batch: usize,
-    device: &Device,
-) -> (FeatureSet, Vec<usize>, Vec<usize>) {
-    let mut set = FeatureSet::new(classifier.feature_dim(), Vec::new());
-    let (mut labels, mut predicted) = (Vec::new(), Vec::new());
-    let mut start = 0;
-    while start < n {
-        let end = (start + batch).min(n);
-        let (images, l) = crate::classifier::dataset_batch(dataset, start..end, device);
-        let (logits, features) = classifier.logits_and_features(images);
-        predicted.extend(argmax_rows(logits));
-        set.extend(&to_feature_set(features));
-        labels.extend(l);
-        start = end;
-    }
-    (set, labels, predicted)
-}
-
-/// The real test set, summarised once per eval (or study).
-pub(crate) struct RealSide {
-    features: FeatureSet,
-    stats: GaussianStats,
-    radii: Vec<f64>,
-    /// Inception statistics of the first `samples per scale` test images (`--fid`).
-    fid_stats: Option<GaussianStats>,
-}
-
-/// Batch of the classifier's passes over real images.
-const REAL_BATCH: usize = 500;
-
-impl RealSide {
-    /// The test features (stats and k-NN radii) of `req`'s test split.
-    pub(crate) fn of(req: &EvalRequest) -> Self {
-        let s = &req.settings;
-        use burn::data::dataset::Dataset;
-        let device = &req.device;
-        let (test_features, _, _) =
-            dataset_features(req.classifier, req.test, req.test.len(), REAL_BATCH, device);
-        let fid_images = (s.samples_per_class * s.num_classes).min(req.test.len());
-        RealSide {
-            stats: GaussianStats::of(&test_features),
-            radii: metrics::knn_radii(&test_features, s.k),
-            features: test_features,
-            fid_stats: req
-                .fid
-                .map(|fid| dataset_fid_stats(fid, req.test, fid_images, device)),
-        }
-    }
-
-    /// The metrics of real images: the first training images, as many as one scale samples,
-    /// against this test side.
-    pub(crate) fn reference(&self, req: &EvalRequest) -> Reference {
-        let s = &req.settings;
-        use burn::data::dataset::Dataset;
-        let device = &req.device;
-        let n = (s.samples_per_class * s.num_classes).min(req.train.len());
-        let (train_features, train_labels, predicted) =
-            dataset_features(req.classifier, req.train, n, REAL_BATCH, device);
-        let pr = metrics::precision_recall(&self.features, Some(&self.radii), &train_features, s.k);
-        let correct = predicted
-            .iter()
-            .zip(&train_labels)
-            .filter(|(p, l)| p == l)
-            .count();
-        Reference {
-            images: n,
-            test_images: self.features.len(),
-            accuracy: correct as f64 / n.max(1) as f64,
-            fd: metrics::frechet_distance(&GaussianStats::of(&train_features), &self.stats),
-            precision: pr.precision,
-            recall: pr.recall,
-            diversity: metrics::intra_class_diversity(&train_features, &train_labels),
-            fid: req
-                .fid
-                .zip(self.fid_stats.as_ref())
-                .map(|(fid, real_stats)| {
-                    let train_stats = dataset_fid_stats(fid, req.train, n, device);
-                    metrics::frechet_distance(&train_stats, real_stats)
-                }),
-        }
-    }
-}
-
-/// Images per Inception batch: its activations at 299x299 are ~1000x the classifier's.
-const FID_BATCH: usize = 16;
-
-/// Inception statistics of dataset images `0..n`.
-fn dataset_fid_stats(
-    fid: &dyn FeatureExtractor,
-    dataset: &ImageDataset,
-    n: usize,
-    device: &Device,
-) -> GaussianStats {
-    let mut set = FeatureSet::new(fid.feature_dim(), Vec::new());
-    let mut start = 0;
-    while start < n {
-        let end = (start + 100).min(n);
-        let (images, _) = crate::classifier::dataset_batch(dataset, start..end, device);
-        set.extend(&extract_features(fid, images, FID_BATCH));
-        start = end;
-    }
-    GaussianStats::of(&set)
 }
 
 /// Runs the sweep: reuses finished scales of `eval.json`, samples and scores the others, and
@@ -502,17 +438,19 @@ pub fn run_eval(
     };
 
     // The real side: test features (stats and k-NN radii), only when something is computed.
+    let n = s.samples_per_class * s.num_classes;
     let needs_real = previous
         .as_ref()
         .is_none_or(|file| req.scales.iter().any(|&scale| file.row(scale).is_none()));
-    let real = needs_real.then(|| RealSide::of(req));
+    let real = needs_real.then(|| req.judge.real_side(n));
     let mut file = match previous {
         Some(file) => file,
         None => {
             let real = real.as_ref().expect("a new file computes the real side");
+            let reference = req.judge.reference(real, s.samples_per_class);
             EvalFile {
                 settings: s.clone(),
-                reference: real.reference(req),
+                reference: Reference::from_metrics(reference, real.features.len()),
                 rows: Vec::new(),
             }
         }
@@ -543,7 +481,12 @@ pub fn run_eval(
 
 /// The text of `eval.json`.
 pub fn to_json(file: &EvalFile) -> String {
-    let text = serde_json::to_string_pretty(file).expect("eval results serialise");
+    to_json_value(file)
+}
+
+/// Pretty JSON with a final newline.
+pub(crate) fn to_json_value(value: &impl Serialize) -> String {
+    let text = serde_json::to_string_pretty(value).expect("results serialise");
     format!("{text}\n")
 }
 
@@ -560,87 +503,103 @@ pub(crate) fn evaluate_scale(
 ) -> Result<ScaleRow, EvalError> {
     let start = Instant::now();
     let s = &req.settings;
-    let device = &req.device;
-    let [c, h, w] = req.image_shape;
-    let pixels = c * h * w;
-    let jobs: Vec<(usize, usize)> = (0..s.num_classes)
-        .flat_map(|class| (0..s.samples_per_class).map(move |j| (class, j)))
-        .collect();
-    let columns = req.grid_columns.clamp(1, s.samples_per_class);
-    let mut grid_pixels = vec![0f32; s.num_classes * columns * pixels];
-    let mut features = FeatureSet::new(req.classifier.feature_dim(), Vec::new());
-    let mut fid_features = req
-        .fid
-        .map(|fid| FeatureSet::new(fid.feature_dim(), Vec::new()));
-    let mut correct = 0usize;
     let guidance = Guidance::new(req.sampling, req.guidance_classifier)
         .with_weak_model(req.weak_model)
         .at_scale(scale);
-    for (b, chunk) in jobs.chunks(req.batch_size).enumerate() {
-        let labels: Vec<usize> = chunk.iter().map(|&(class, _)| class).collect();
-        let images = sample_images(
-            req.model,
-            req.schedule,
-            chunk,
-            guidance,
-            None,
-            req.image_shape,
-            device,
-        );
-        let (logits, classifier_features) = req.classifier.logits_and_features(images.clone());
-        let predicted = argmax_rows(logits);
-        correct += predicted
-            .iter()
-            .zip(&labels)
-            .filter(|(p, l)| p == l)
-            .count();
-        features.extend(&to_feature_set(classifier_features));
-        if let (Some(fid), Some(set)) = (req.fid, fid_features.as_mut()) {
-            set.extend(&extract_features(fid, images.clone(), FID_BATCH));
-        }
-        if chunk.iter().any(|&(_, j)| j < columns) {
-            let values = images
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .expect("f32 images");
-            for (i, &(class, j)) in chunk.iter().enumerate() {
-                if j < columns {
-                    let at = (class * columns + j) * pixels;
-                    grid_pixels[at..at + pixels]
-                        .copy_from_slice(&values[i * pixels..(i + 1) * pixels]);
+    let sampled = SampledSet {
+        model: req.model,
+        schedule: req.schedule,
+        image_shape: req.image_shape,
+        guidance,
+        num_classes: s.num_classes,
+        samples_per_class: s.samples_per_class,
+        batch_size: req.batch_size,
+        grid_columns: req.grid_columns,
+    };
+    let (metrics, grid) = sampled.score(req.judge, real, &mut |done, total| {
+        progress(Progress::Sampling { scale, done, total })
+    });
+    write_png(&grid, &req.out_dir.join(grid_file_name(scale)))?;
+    Ok(ScaleRow::from_metrics(
+        scale,
+        metrics,
+        start.elapsed().as_secs_f64(),
+    ))
+}
+
+/// `samples_per_class` images of every class from one model and guidance, sampled in batches
+/// and scored as they come (image `j` of class `c` always from the same noise).
+pub struct SampledSet<'a> {
+    pub model: &'a UNet,
+    pub schedule: &'a NoiseSchedule,
+    /// `[channels, size, size]` of the model's images.
+    pub image_shape: [usize; 3],
+    pub guidance: Guidance<'a>,
+    pub num_classes: usize,
+    pub samples_per_class: usize,
+    /// Images per sampler batch: memory, not results.
+    pub batch_size: usize,
+    /// Samples per class kept for the grid (the first ones).
+    pub grid_columns: usize,
+}
+
+impl SampledSet<'_> {
+    /// Samples and scores the set; returns its metrics and a grid of its first images (one row
+    /// per class). `progress(done, total)` after each batch.
+    pub fn score(
+        &self,
+        judge: &Judge,
+        real: &RealSide,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> (Metrics, GridImage) {
+        let device = &judge.device;
+        let [c, h, w] = self.image_shape;
+        let pixels = c * h * w;
+        let jobs: Vec<(usize, usize)> = (0..self.num_classes)
+            .flat_map(|class| (0..self.samples_per_class).map(move |j| (class, j)))
+            .collect();
+        let columns = self.grid_columns.clamp(1, self.samples_per_class);
+        let mut grid_pixels = vec![0f32; self.num_classes * columns * pixels];
+        let mut tally = judge.tally();
+        let mut done = 0;
+        for chunk in jobs.chunks(self.batch_size.max(1)) {
+            let labels: Vec<usize> = chunk.iter().map(|&(class, _)| class).collect();
+            let images = sample_images(
+                self.model,
+                self.schedule,
+                chunk,
+                self.guidance,
+                None,
+                self.image_shape,
+                device,
+            );
+            if chunk.iter().any(|&(_, j)| j < columns) {
+                let values = images
+                    .clone()
+                    .into_data()
+                    .try_into_vec_as::<f32>()
+                    .expect("f32 images");
+                for (i, &(class, j)) in chunk.iter().enumerate() {
+                    if j < columns {
+                        let at = (class * columns + j) * pixels;
+                        grid_pixels[at..at + pixels]
+                            .copy_from_slice(&values[i * pixels..(i + 1) * pixels]);
+                    }
                 }
             }
+            tally.add(images, &labels);
+            done += chunk.len();
+            progress(done, jobs.len());
         }
-        progress(Progress::Sampling {
-            scale,
-            done: (b * req.batch_size + chunk.len()).min(jobs.len()),
-            total: jobs.len(),
-        });
+        let grid_images = Tensor::<4>::from_data(
+            TensorData::new(grid_pixels, [self.num_classes * columns, c, h, w]),
+            device,
+        );
+        (
+            tally.finish(real),
+            make_grid(grid_images, self.num_classes, columns),
+        )
     }
-    let grid_images = Tensor::<4>::from_data(
-        TensorData::new(grid_pixels, [s.num_classes * columns, c, h, w]),
-        device,
-    );
-    let grid = make_grid(grid_images, s.num_classes, columns);
-    write_png(&grid, &req.out_dir.join(grid_file_name(scale)))?;
-
-    let labels: Vec<usize> = jobs.iter().map(|&(class, _)| class).collect();
-    let pr = metrics::precision_recall(&real.features, Some(&real.radii), &features, s.k);
-    Ok(ScaleRow {
-        scale,
-        accuracy: correct as f64 / jobs.len() as f64,
-        fd: metrics::frechet_distance(&GaussianStats::of(&features), &real.stats),
-        precision: pr.precision,
-        recall: pr.recall,
-        diversity: metrics::intra_class_diversity(&features, &labels),
-        fid: fid_features
-            .zip(real.fid_stats.as_ref())
-            .map(|(set, real_stats)| {
-                metrics::frechet_distance(&GaussianStats::of(&set), real_stats)
-            }),
-        samples: jobs.len(),
-        seconds: start.elapsed().as_secs_f64(),
-    })
 }
 
 /// `eval.png`: four panels against the guidance scale, each with the real-data reference as a
@@ -691,6 +650,17 @@ pub fn write_plot(file: &EvalFile, path: &Path) -> Result<(), EvalError> {
             markers: true,
         },
     ];
+    if let Some(real_cas) = r.cas {
+        panels.push(Panel {
+            title: "classification accuracy score (trained on samples)".into(),
+            y_label: "test accuracy".into(),
+            series: vec![
+                line("CAS", &|r| r.cas.unwrap_or(f64::NAN)),
+                flat("trained on real", real_cas),
+            ],
+            markers: true,
+        });
+    }
     if let Some(real_fid) = r.fid {
         panels.push(Panel {
             title: "standard FID (Inception-v3 pool features)".into(),
@@ -774,6 +744,7 @@ mod tests {
             k: 3,
             fid: None,
             guidance_classifier: None,
+            cas: None,
         }
     }
 
@@ -823,6 +794,7 @@ mod tests {
             recall: 0.25,
             diversity: 2.0,
             fid: None,
+            cas: None,
             samples: 20,
             seconds: 1.0,
         };
@@ -837,6 +809,7 @@ mod tests {
                 recall: 0.9,
                 diversity: 3.0,
                 fid: None,
+                cas: None,
             },
             rows: vec![row(1.0), row(1.5)],
         };

@@ -8,8 +8,12 @@
 //!   fingerprint, `noisy.rs` the gradient classifier guidance takes.
 //! - [`metrics`]: Fréchet distance, precision/recall (k-NN manifolds) and intra-class diversity
 //!   on feature vectors.
+//! - [`score`]: scores a set of images against the real data (accuracy, the feature metrics,
+//!   FID, CAS): the [`score::Judge`] every evaluation shares.
 //! - [`eval`]: samples the same initial noise at each guidance scale, scores it, and keeps
 //!   resumable results in `eval.json`.
+//! - [`curve`]: time to quality: every kept checkpoint of a run (and samples another program
+//!   exported) scored at one scale, against training minutes.
 //! - [`study`]: several guidance methods, each over its own scales, from the same noise and
 //!   scored as the sweep scores, with a CSV, a best-FD table and a Pareto plot; resumable in
 //!   `study.json` (`study/spec.rs` the study file, `study/report.rs` the outputs).
@@ -18,8 +22,10 @@
 //! a true FID) can replace the classifier's features without touching the metric or eval code.
 
 pub mod classifier;
+pub mod curve;
 pub mod eval;
 pub mod metrics;
+pub mod score;
 pub mod study;
 
 pub use classifier::{Classifier, ClassifierError, ClassifierMeta, dataset_fingerprint};

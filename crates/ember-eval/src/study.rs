@@ -1,6 +1,7 @@
 //! A guidance study: several guidance methods, each swept over its own scales, every
 //! (method, scale) sampled from the same initial noise and scored as the sweep scores a scale
-//! ([`crate::eval`]'s scoring, reused), resumable like the sweep.
+//! ([`crate::eval`]'s sampling and [`crate::score::Judge`], reused, CAS included when the
+//! judge computes it), resumable like the sweep.
 //!
 //! - `study/spec.rs`: the study file (methods, scales, `[sample]` overrides) and its checks.
 //! - `study/report.rs`: the CSV, the best-FD table and the Pareto plot.
@@ -34,12 +35,10 @@ mod spec;
 pub use report::{best_fd_table, to_csv, write_plot};
 pub use spec::{MAX_METHODS, MAX_SCALES, MethodSpec, StudySpecError, load_study, parse_study};
 
-use crate::classifier::Classifier;
-use crate::eval::{self, EvalError, EvalRequest, EvalSettings, Progress, RealSide};
-use crate::{FeatureExtractor, Reference, ScaleRow};
-use burn::prelude::*;
+use crate::eval::{self, EvalError, EvalRequest, EvalSettings, Progress};
+use crate::score::Judge;
+use crate::{Reference, ScaleRow};
 use ember_config::SampleConfig;
-use ember_data::ImageDataset;
 use ember_io::write_atomic;
 use ember_model::{NoiseSchedule, UNet};
 use ember_sample::NoisyClassifier;
@@ -119,10 +118,9 @@ pub struct StudyRequest<'a> {
     pub model: &'a UNet,
     pub schedule: &'a NoiseSchedule,
     pub image_shape: [usize; 3],
-    pub classifier: &'a Classifier,
-    pub fid: Option<&'a dyn FeatureExtractor>,
-    pub test: &'a ImageDataset,
-    pub train: &'a ImageDataset,
+    /// Scores every (method, scale) (`settings` names its classifier, FID network and CAS
+    /// recipe).
+    pub judge: &'a Judge<'a>,
     pub methods: Vec<StudyMethod<'a>>,
     pub batch_size: usize,
     /// The shared settings (`sampling` empty, `guidance_classifier` None).
@@ -132,7 +130,6 @@ pub struct StudyRequest<'a> {
     /// changed, instead of refusing.
     pub restart: bool,
     pub grid_columns: usize,
-    pub device: Device,
 }
 
 /// What [`run_study`] reports as it goes.
@@ -161,10 +158,7 @@ impl<'a> StudyRequest<'a> {
             model: self.model,
             schedule: self.schedule,
             image_shape: self.image_shape,
-            classifier: self.classifier,
-            fid: self.fid,
-            test: self.test,
-            train: self.train,
+            judge: self.judge,
             scales: method.scales.clone(),
             sampling: &method.sampling,
             guidance_classifier: method.guidance_classifier.as_ref().map(|(c, _)| *c),
@@ -181,7 +175,6 @@ impl<'a> StudyRequest<'a> {
             out_dir: self.out_dir.join(&method.name),
             restart: false,
             grid_columns: self.grid_columns,
-            device: self.device.clone(),
         }
     }
 }
@@ -208,6 +201,14 @@ fn check(req: &StudyRequest) -> Result<(), EvalError> {
     }
     if req.batch_size == 0 {
         return Err(EvalError::Request("--batch-size must be at least 1".into()));
+    }
+    use burn::data::dataset::Dataset;
+    let test = req.judge.test.len();
+    if test <= s.k {
+        return Err(EvalError::Request(format!(
+            "the test split has {test} images, too few for k = {}",
+            s.k
+        )));
     }
     for m in &req.methods {
         if m.sampling.classifier_guidance > 0.0 && m.guidance_classifier.is_none() {
@@ -291,21 +292,22 @@ pub fn run_study(
         })
     };
     // The real side (shared by every method), only when something is computed.
-    let template = req.eval_request(&req.methods[0]);
+    let s = &req.settings;
     let real = previous
         .as_ref()
         .is_none_or(missing)
-        .then(|| RealSide::of(&template));
+        .then(|| req.judge.real_side(s.samples_per_class * s.num_classes));
     let mut file = match previous {
         Some(file) => file,
-        None => StudyFile {
-            settings: req.settings.clone(),
-            reference: real
-                .as_ref()
-                .expect("a new study computes the real side")
-                .reference(&template),
-            methods: Vec::new(),
-        },
+        None => {
+            let real = real.as_ref().expect("a new study computes the real side");
+            let reference = req.judge.reference(real, s.samples_per_class);
+            StudyFile {
+                settings: s.clone(),
+                reference: Reference::from_metrics(reference, real.features.len()),
+                methods: Vec::new(),
+            }
+        }
     };
     for m in &req.methods {
         if file.method(&m.name).is_none() {
@@ -367,12 +369,8 @@ pub fn run_study(
 
 /// Writes `study.json`, `study.csv` and `study.md`.
 fn save(file: &StudyFile, out_dir: &Path) -> Result<(), EvalError> {
-    let text = format!(
-        "{}\n",
-        serde_json::to_string_pretty(file).expect("study results serialise")
-    );
     for (name, contents) in [
-        (STUDY_JSON, text),
+        (STUDY_JSON, eval::to_json_value(file)),
         (STUDY_CSV, to_csv(file)),
         (STUDY_TABLE, best_fd_table(file)),
     ] {

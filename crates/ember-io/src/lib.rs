@@ -7,10 +7,12 @@
 //! - `owned.rs`: the marker file Ember writes into every folder it creates (run directories,
 //!   classifier folders), and [`prepare_owned_dir`], the one place that decides whether a folder
 //!   may be replaced: Ember deletes only what it made.
+//! - `checksum.rs`: the CRC-32 checksum of the files Ember writes and of dataset fingerprints.
 //! - `system.rs`: [`available_memory_bytes`], what a memory estimate is compared against.
 //! - `image.rs`: [`GridImage`], 8-bit grey or RGB pixels, and its PNG encoding and decoding.
 
 mod atomic;
+pub mod checksum;
 mod image;
 mod owned;
 mod system;

@@ -6,7 +6,6 @@
 //!   `(seed, stream, index)` random streams; `weights.rs`: safetensors import/export;
 //!   `memory.rs`: memory estimates; `hash.rs`: the checksum of files Ember writes.
 
-pub mod hash;
 pub mod init;
 pub mod loss;
 pub mod memory;

@@ -89,6 +89,51 @@ impl Smoother {
     }
 }
 
+/// Every row of a `metrics.csv` (none when the file does not exist). A partial last line, as a
+/// run killed mid-write leaves, is dropped; damage anywhere else is an error naming the line.
+pub fn read_rows(path: &Path) -> Result<Vec<HistoryRow>, MonitorError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(MonitorError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let lines = text.lines().count();
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        match HistoryRow::parse(line) {
+            Some(row) => rows.push(row),
+            None if i + 1 == lines => {}
+            None => {
+                return Err(MonitorError::Format {
+                    path: path.to_path_buf(),
+                    message: format!("line {}: expected {HEADER}", i + 1),
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Seconds of training up to each step: `elapsed_seconds` restarts with every process of a
+/// resumed run, so each session's time is added to the sessions before it.
+pub fn training_seconds(rows: &[HistoryRow]) -> Vec<(usize, f64)> {
+    let mut out = Vec::with_capacity(rows.len());
+    let (mut offset, mut last) = (0.0, 0.0);
+    for row in rows {
+        if row.elapsed_seconds < last {
+            offset += last;
+        }
+        last = row.elapsed_seconds;
+        out.push((row.step, offset + row.elapsed_seconds));
+    }
+    out
+}
+
 /// `metrics.csv` of a run, open for appending.
 pub struct History {
     path: PathBuf,
@@ -105,28 +150,8 @@ impl History {
             path: path.to_path_buf(),
             source,
         };
-        let mut rows = Vec::new();
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                for (i, line) in text.lines().enumerate().skip(1) {
-                    match HistoryRow::parse(line) {
-                        Some(row) if row.step <= resume_step => rows.push(row),
-                        Some(_) => {}
-                        // A run killed mid-write leaves a partial last line; anything else is
-                        // damage worth reporting.
-                        None if i + 1 == text.lines().count() => {}
-                        None => {
-                            return Err(MonitorError::Format {
-                                path: path.to_path_buf(),
-                                message: format!("line {}: expected {HEADER}", i + 1),
-                            });
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
+        let mut rows = read_rows(path)?;
+        rows.retain(|row| row.step <= resume_step);
         let mut smoother = Smoother::new(smoothing);
         for row in &rows {
             smoother.update(row.loss);
@@ -194,6 +219,31 @@ mod tests {
             elapsed_seconds: step as f64,
             start_step: 0,
         }
+    }
+
+    #[test]
+    fn training_time_adds_up_across_resumed_sessions() {
+        let row = |step, elapsed_seconds| HistoryRow {
+            step,
+            loss: 1.0,
+            smoothed_loss: 1.0,
+            learning_rate: 1e-3,
+            grad_norm: 1.0,
+            images_per_second: 1.0,
+            elapsed_seconds,
+        };
+        // Steps 1-3 in the first process, 4-5 after a resume from step 3.
+        let rows = [
+            row(1, 2.0),
+            row(2, 4.0),
+            row(3, 6.0),
+            row(4, 1.5),
+            row(5, 3.0),
+        ];
+        assert_eq!(
+            training_seconds(&rows),
+            vec![(1, 2.0), (2, 4.0), (3, 6.0), (4, 7.5), (5, 9.0)]
+        );
     }
 
     #[test]

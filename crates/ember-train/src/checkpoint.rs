@@ -51,7 +51,7 @@ pub struct CheckpointState {
     pub checksums: std::collections::BTreeMap<String, String>,
 }
 
-use ember_model::hash::checksum;
+use ember_io::checksum::checksum;
 
 /// Writes every file of a checkpoint into `dir`, each flushed to disk, `state.toml` last.
 pub fn write(trainer: &Trainer, dir: &Path) -> Result<(), CheckpointError> {

@@ -121,7 +121,7 @@ impl RunMonitor {
             events.flush();
         }
         let path = self.run.root().join(LOSS_PLOT_FILE);
-        match write_loss_plot(&self.history, &path) {
+        match write_loss_plot(&self.history, &loss_name(&self.config), &path) {
             Ok(()) => Some(path),
             Err(e) => {
                 self.progress.warn(&format!("no loss curve: {e}"));
@@ -209,7 +209,20 @@ fn config_markdown(config: &ExperimentConfig) -> String {
     format!("Resolved config of this run:\n\n{indented}")
 }
 
-fn write_loss_plot(history: &History, path: &Path) -> Result<(), RunError> {
+/// What the loss is, for the plot's title: `v MSE, min-SNR-5 weighted`.
+fn loss_name(config: &ExperimentConfig) -> String {
+    let target = match config.diffusion.prediction {
+        ember_config::Prediction::Epsilon => "epsilon",
+        ember_config::Prediction::V => "v",
+        ember_config::Prediction::X0 => "x0",
+    };
+    match config.train.min_snr_gamma {
+        g if g > 0.0 => format!("{target} MSE, min-SNR-{g} weighted"),
+        _ => format!("{target} MSE"),
+    }
+}
+
+fn write_loss_plot(history: &History, loss: &str, path: &Path) -> Result<(), RunError> {
     let rows = history.rows();
     // The first steps' loss (~1) dwarfs the rest; the middle panel shows the last 90 %.
     let tail_from = rows.last().map_or(0, |r| r.step / 10);
@@ -231,7 +244,7 @@ fn write_loss_plot(history: &History, path: &Path) -> Result<(), RunError> {
         markers: false,
     };
     let panels = [
-        loss_panel("Training loss (epsilon MSE)".into(), 0),
+        loss_panel(format!("Training loss ({loss})"), 0),
         loss_panel(format!("Loss from step {tail_from}"), tail_from),
         Panel {
             title: "Learning rate".into(),

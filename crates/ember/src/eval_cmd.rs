@@ -1,4 +1,6 @@
-//! `ember eval`: a guidance sweep of a trained run, scored by the domain classifier.
+//! `ember eval`: a guidance sweep of a trained run (`--guidance 1,2,3`), the time-to-quality
+//! curve of its checkpoints at one scale (`--checkpoints all`), or a study of several guidance
+//! methods (`--study FILE`, in `study_cmd.rs`), scored by the domain classifier.
 
 use crate::DeviceArg;
 use crate::sampling_args::{
@@ -8,16 +10,19 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use ember_config::ExperimentConfig;
 use ember_data::{ImageDataset, Split};
-use ember_eval::FeatureExtractor;
 use ember_eval::classifier::{Classifier, dataset_fingerprint};
+use ember_eval::curve::{CurveProgress, CurveRequest, CurveSource, run_curve};
 use ember_eval::eval::{
     EVAL_CSV, EVAL_JSON, EVAL_PLOT, EvalRequest, EvalSettings, FORMAT_VERSION, Progress,
     TENSORBOARD_DIR, grid_file_name, run_eval,
 };
 use ember_eval::metrics::DEFAULT_K;
+use ember_eval::score::Judge;
+use ember_eval::study::load_study;
+use ember_eval::{FeatureExtractor, ScaleRow};
 use ember_train::checkpoint::{EMA_FILE, Weights, load_model, verify};
 use ember_train::{RunDir, select_device};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Extra feature networks for a standard FID.
@@ -34,13 +39,14 @@ pub struct EvalArgs {
     pub run: PathBuf,
     /// Guidance scales to evaluate (comma-separated; 1 = no guidance, 0 = unconditional). Scales
     /// an earlier eval into the same folder finished with the same settings are skipped, and
-    /// kept in the outputs.
+    /// kept in the outputs. With --checkpoints: the one scale of the curve.
     #[arg(long, value_delimiter = ',', default_value = "0,1,1.5,2,3,5,8")]
     pub guidance: Vec<f64>,
     /// A guidance study instead of one sweep: a TOML file of [[method]] tables, each a name,
     /// its scales and its [sample] overrides (configs/studies/guidance-methods.toml); writes
-    /// study.json, study.csv, study.md and the Pareto plot study.png [default out: <run>/study].
-    #[arg(long, value_name = "FILE", conflicts_with = "guidance")]
+    /// study.json, study.csv, study.md and the Pareto plot study.png [default output:
+    /// <run>/study].
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["guidance", "checkpoints"])]
     pub study: Option<PathBuf>,
     /// Samples per class at each scale (every class of the model is sampled).
     #[arg(long)]
@@ -54,12 +60,36 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 250)]
     pub batch_size: usize,
     /// Checkpoint folder [default: the run's latest].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "checkpoints")]
     pub checkpoint: Option<PathBuf>,
+    /// Time to quality: evaluate these checkpoints of the run (`all`, or comma-separated
+    /// steps) at the one --guidance scale, against the training minutes behind each (from
+    /// metrics.csv), into curve.csv/.json/.png [default output: <run>/curve]. Keep the
+    /// checkpoints with train.keep_every.
+    #[arg(long, value_name = "all|STEP,...")]
+    pub checkpoints: Option<String>,
+    /// With --checkpoints: also score sample sets another program made (e.g. the PyTorch twin,
+    /// scripts/bench/twin_curve.py): DIR holds one folder per set, `minutes-<M>` (M training
+    /// minutes), each with one sub-folder of PNGs per class in label order.
+    #[arg(long, value_name = "DIR", requires = "checkpoints")]
+    pub compare: Option<PathBuf>,
+    /// The name of the --compare sets in the outputs.
+    #[arg(long, default_value = "pytorch", requires = "compare")]
+    pub compare_label: String,
+    /// Also compute the classification accuracy score: the classifier's network trained on the
+    /// samples of each scale (or study pair) alone (settings of the run's [classifier] table), tested on the
+    /// real test split; the reference row trains the same way on as many real images.
+    #[arg(long)]
+    pub cas: bool,
+    /// CAS training epochs [default: as many optimiser steps as the domain classifier's own
+    /// training on the whole training split, at most 100 epochs].
+    #[arg(long, requires = "cas")]
+    pub cas_epochs: Option<usize>,
     /// Classifier folder written by `ember classifier train` [default: <data root>.classifier].
     #[arg(long)]
     pub classifier: Option<PathBuf>,
-    /// Output folder [default: <run>/eval, or <run>/study with --study].
+    /// Output folder [default: <run>/eval, <run>/curve with --checkpoints, <run>/study with
+    /// --study].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Discard results in the output folder that were computed with other settings.
@@ -81,7 +111,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    // The settings: the run's [sample] table, the flags over it, validated once.
+    // 1. the settings: the run's [sample] table, the flags over it, validated once
     let (run_dir, mut config) = RunDir::open(&args.run)?;
     let names = class_names(&run_dir, &config)?;
     let mut from_flags = args.sampling.apply(&mut config.sample, &names, &run_dir)?;
@@ -94,86 +124,240 @@ pub fn run(args: EvalArgs) -> Result<()> {
     from_flags.push("sample.guidance_scale");
     validate_settings(&config, &from_flags, &run_dir)?;
     check_sizes(&args, &config)?;
-    if let Some(study) = &args.study {
-        return crate::study_cmd::run(&args, study, &run_dir, &config);
+    if args.checkpoints.is_some() && args.guidance.len() != 1 {
+        bail!(
+            "--checkpoints draws a curve at one guidance scale; pass exactly one --guidance, got {}",
+            args.guidance.len()
+        );
     }
-    for &scale in &args.guidance {
-        config
-            .sample
-            .check_scale("--guidance", scale)
-            .map_err(|e| anyhow::anyhow!("--guidance: {}", e.message))?;
+    // A study's methods, each validated as the config's own [sample] table, before anything
+    // is loaded; a sweep's scales, each against the method.
+    let study = match &args.study {
+        Some(path) => Some((
+            path,
+            load_study(
+                path,
+                &config.sample,
+                config.diffusion.timesteps,
+                config.model.num_classes,
+            )?,
+        )),
+        None => {
+            for &scale in &args.guidance {
+                config
+                    .sample
+                    .check_scale("--guidance", scale)
+                    .map_err(|e| anyhow::anyhow!("--guidance: {}", e.message))?;
+            }
+            None
+        }
+    };
+
+    // 2. the judge: the classifier (checked against the run's training data), the real
+    //    splits, FID and CAS
+    let root = config.data.resolved_root();
+    let hint = run_dir.config_path().display().to_string();
+    let classifier_dir = match &args.classifier {
+        Some(dir) => dir.clone(),
+        None => crate::sampling_args::default_classifier(&root, false)?,
+    };
+    let device = select_device(args.device.into())?;
+    let classifier = Classifier::load(&classifier_dir, &device, &hint)?;
+    if classifier.meta().noise.is_some() {
+        bail!(
+            "{} holds a noise-aware classifier (for classifier guidance); ember eval scores clean samples with the classifier of `ember classifier train` without --noisy",
+            classifier_dir.display()
+        );
+    }
+    let train = ImageDataset::load(&config.data, &config.model, Split::Train, 0)?;
+    let fingerprint = dataset_fingerprint(&train);
+    classifier.check_dataset(&classifier_dir, &root, &fingerprint, &hint)?;
+    let inception = match args.fid {
+        Some(FidArg::Inception) => {
+            if !args.fid_weights.is_file() {
+                bail!(
+                    "--fid inception needs the FID Inception weights at {}: convert them once with `python3 scripts/fid/convert_inception.py` (or pass --fid-weights)",
+                    args.fid_weights.display()
+                );
+            }
+            Some(ember_eval::InceptionFeatures::load(
+                &args.fid_weights,
+                &device,
+            )?)
+        }
+        None => None,
+    };
+    let test = ImageDataset::load(&config.data, &config.model, Split::Test, 0)?;
+    let cas = args.cas.then(|| cas_recipe(&args, &config, &train));
+    let judge = Judge {
+        classifier: &classifier,
+        fid: inception.as_ref().map(|i| i as &dyn FeatureExtractor),
+        test: &test,
+        train: &train,
+        k: DEFAULT_K,
+        cas: cas.clone(),
+        num_classes: config.model.num_classes,
+        device: device.clone(),
+    };
+    let schedule = ember_model::NoiseSchedule::new(&config.diffusion);
+    let m = &config.model;
+    let image_shape = [m.image_channels, m.image_size, m.image_size];
+
+    // 3. a study of several methods: each loads its own noise-aware classifier and weak model
+    if let Some((path, methods)) = study {
+        let checkpoint = match args.checkpoint.clone() {
+            Some(c) => c,
+            None => run_dir.latest_checkpoint()?,
+        };
+        let state = verify(&checkpoint)?;
+        let shared = EvalSettings {
+            format_version: FORMAT_VERSION,
+            weights: weights_id(&checkpoint, &state),
+            num_classes: config.model.num_classes,
+            samples_per_class: args.samples_per_class,
+            sampling: Default::default(),
+            classifier: classifier.id(),
+            features: classifier.id(),
+            k: DEFAULT_K,
+            fid: inception.as_ref().map(|i| i.id()),
+            guidance_classifier: None,
+            cas: cas.clone(),
+        };
+        let study = crate::study_cmd::Study {
+            path,
+            methods,
+            run: &args.run,
+            out_dir: args.out.clone().unwrap_or_else(|| args.run.join("study")),
+            batch_size: args.batch_size,
+            restart: args.restart,
+            grid_columns: args.grid_columns,
+            judge: &judge,
+            classifier_dir: &classifier_dir,
+            checkpoint: &checkpoint,
+            step: state.step,
+            schedule: &schedule,
+            image_shape,
+            settings: shared,
+        };
+        return crate::study_cmd::run(study, &run_dir, &config);
     }
 
-    let scoring = Scoring::load(&args, &run_dir, &config)?;
-    let guidance_classifier = guidance_classifier(&run_dir, &config, &scoring.device)?;
-    let weak = weak_model(&run_dir, &config, &scoring.device)?;
-    let out_dir = args.out.clone().unwrap_or_else(|| args.run.join("eval"));
-    let mut settings = scoring.settings(&args, &config);
-    settings.sampling = EvalSettings::sampling_of(&config.sample);
-    settings.guidance_classifier = guidance_classifier.as_ref().map(|c| c.id());
-    // Autoguidance's weak model by its weights, as the guided model is recorded.
+    let guidance_classifier = guidance_classifier(&run_dir, &config, &device)?;
+    // Autoguidance's weak model, recorded by its weights as the guided model is.
+    let weak = weak_model(&run_dir, &config, &device)?;
+    let mut sampling = EvalSettings::sampling_of(&config.sample);
     if let Some((_, record)) = &weak {
-        settings
-            .sampling
-            .insert("guide_weights".into(), record.clone().into());
+        sampling.insert("guide_weights".into(), record.clone().into());
     }
+    let settings = |weights: String| EvalSettings {
+        format_version: FORMAT_VERSION,
+        weights,
+        num_classes: config.model.num_classes,
+        samples_per_class: args.samples_per_class,
+        sampling: sampling.clone(),
+        classifier: classifier.id(),
+        features: classifier.id(),
+        k: DEFAULT_K,
+        fid: inception.as_ref().map(|i| i.id()),
+        guidance_classifier: guidance_classifier.as_ref().map(|c| c.id()),
+        cas: cas.clone(),
+    };
     let s = &config.sample;
     println!(
-        "evaluating {} (step {}, EMA weights) with {} at scales {:?}: {} samples per class x {} classes, {} {} steps ({:?} spacing), eta {}, seed {}; classifier {} (test accuracy {:.4}); output {}",
-        args.run.display(),
-        scoring.step,
-        s.guidance_method.name(),
-        args.guidance,
+        "sampling {} samples per class x {} classes with {}, {} {} steps ({:?} spacing), eta {}, seed {}; classifier {} (test accuracy {:.4}){}",
         args.samples_per_class,
         config.model.num_classes,
+        s.guidance_method.name(),
         s.sampler.name(),
         s.steps,
         s.spacing,
         s.eta,
         s.seed,
-        scoring.classifier_dir.display(),
-        scoring.classifier.meta().test_accuracy,
+        classifier_dir.display(),
+        classifier.meta().test_accuracy,
+        cas.as_ref()
+            .map(|c| format!("; CAS trains {} epochs", c.epochs))
+            .unwrap_or_default()
+    );
+    let guidance_classifier = guidance_classifier
+        .as_ref()
+        .map(|c| c as &dyn ember_sample::NoisyClassifier);
+    let weak_model = weak.as_ref().map(|(model, _)| model);
+
+    // 4. a curve over checkpoints, or a sweep over scales
+    if let Some(which) = &args.checkpoints {
+        let out_dir = args.out.clone().unwrap_or_else(|| args.run.join("curve"));
+        let mut sources = checkpoint_sources(&run_dir, which)?;
+        if let Some(dir) = &args.compare {
+            sources.extend(compare_sources(dir, &args.compare_label, &config)?);
+        }
+        let load = |path: &Path| {
+            load_model(&config, path, Weights::Ema, &device).map_err(|e| e.to_string())
+        };
+        let request = CurveRequest {
+            judge: &judge,
+            schedule: &schedule,
+            image_shape,
+            sampling: &config.sample,
+            guidance_classifier,
+            weak_model,
+            scale: args.guidance[0],
+            batch_size: args.batch_size,
+            settings: settings(format!("checkpoints of {}", args.run.display())),
+            sources,
+            load: &load,
+            out_dir: out_dir.clone(),
+            restart: args.restart,
+        };
+        return curve(&request, &out_dir);
+    }
+
+    let checkpoint = match args.checkpoint.clone() {
+        Some(c) => c,
+        None => run_dir.latest_checkpoint()?,
+    };
+    let state = verify(&checkpoint)?;
+    let model = load_model(&config, &checkpoint, Weights::Ema, &device)?;
+    let out_dir = args.out.clone().unwrap_or_else(|| args.run.join("eval"));
+    println!(
+        "evaluating {} (step {}, EMA weights) at scales {:?}; output {}",
+        args.run.display(),
+        state.step,
+        args.guidance,
         out_dir.display()
     );
-    let m = &config.model;
     let request = EvalRequest {
-        model: &scoring.model,
-        schedule: &scoring.schedule,
-        image_shape: [m.image_channels, m.image_size, m.image_size],
-        classifier: &scoring.classifier,
-        fid: scoring
-            .inception
-            .as_ref()
-            .map(|i| i as &dyn ember_eval::FeatureExtractor),
-        test: &scoring.test,
-        train: &scoring.train,
+        model: &model,
+        schedule: &schedule,
+        image_shape,
+        judge: &judge,
         scales: args.guidance.clone(),
         sampling: &config.sample,
-        guidance_classifier: guidance_classifier
-            .as_ref()
-            .map(|c| c as &dyn ember_sample::NoisyClassifier),
-        weak_model: weak.as_ref().map(|(model, _)| model),
+        guidance_classifier,
+        weak_model,
         batch_size: args.batch_size,
-        settings,
+        settings: settings(weights_id(&checkpoint, &state)),
         out_dir: out_dir.clone(),
         restart: args.restart,
         grid_columns: args.grid_columns,
-        device: scoring.device.clone(),
     };
     let start = Instant::now();
     let mut sampled = 0usize;
     let mut sampling_seconds = 0.0;
     let file = run_eval(&request, &mut |p| match p {
         Progress::Reference(r) => println!(
-            "real data (first {} training vs {} test images): accuracy {:.4}, FD floor {:.4}, precision {:.4}, recall {:.4}, diversity {:.4}{}",
-            r.images,
-            r.test_images,
-            r.accuracy,
-            r.fd,
-            r.precision,
-            r.recall,
-            r.diversity,
-            fid_text(r.fid).replace("FID", "FID floor")
+            "{}",
+            format!(
+                "real data ({} training vs {} test images): accuracy {:.4}, FD floor {:.4}, precision {:.4}, recall {:.4}, diversity {:.4}{}",
+                r.images,
+                r.test_images,
+                r.accuracy,
+                r.fd,
+                r.precision,
+                r.recall,
+                r.diversity,
+                fid_text(r.fid).replace("FID", "FID floor"),
+            ) + &cas_text(r.cas).replace("CAS", "CAS of real images")
         ),
         Progress::Skipped(row) => println!("skipping scale {} (done)", row.scale),
         Progress::Sampling { scale, done, total } => {
@@ -192,7 +376,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 row.precision,
                 row.recall,
                 row.diversity,
-                fid_text(row.fid),
+                fid_text(row.fid) + &cas_text(row.cas),
                 row.samples,
                 row.seconds,
                 1000.0 * row.seconds / row.samples as f64,
@@ -211,39 +395,45 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .with_context(|| format!("evaluation into {} stopped", out_dir.display()))
             .context(crate::WhileWorking("evaluation stopped"))?,
     };
-    let fid_column = |fid: Option<f64>| fid.map(|f| format!(" {f:>10.4}")).unwrap_or_default();
+    let (with_fid, with_cas) = (file.settings.fid.is_some(), file.settings.cas.is_some());
+    let column = |on: bool, v: Option<f64>| match on {
+        true => format!(" {:>10}", v.map(|v| format!("{v:.4}")).unwrap_or_default()),
+        false => String::new(),
+    };
+    let header = |on: bool, name: &str| match on {
+        true => format!(" {name:>10}"),
+        false => String::new(),
+    };
     println!(
-        "{:>6} {:>8} {:>10} {:>9} {:>8} {:>9}{}",
+        "{:>6} {:>8} {:>10} {:>9} {:>8} {:>9}{}{}",
         "scale",
         "accuracy",
         "FD",
         "precision",
         "recall",
         "diversity",
-        if file.settings.fid.is_some() {
-            format!(" {:>10}", "FID")
-        } else {
-            String::new()
-        }
+        header(with_fid, "FID"),
+        header(with_cas, "CAS")
     );
-    let table_row = |label: String, m: [f64; 5], fid: Option<f64>| {
+    let table_row = |label: String, m: [f64; 5], fid: Option<f64>, cas: Option<f64>| {
         println!(
-            "{label:>6} {:>8.4} {:>10.4} {:>9.4} {:>8.4} {:>9.4}{}",
+            "{label:>6} {:>8.4} {:>10.4} {:>9.4} {:>8.4} {:>9.4}{}{}",
             m[0],
             m[1],
             m[2],
             m[3],
             m[4],
-            fid_column(fid)
+            column(with_fid, fid),
+            column(with_cas, cas)
         );
     };
     for r in &file.rows {
         let metrics = [r.accuracy, r.fd, r.precision, r.recall, r.diversity];
-        table_row(r.scale.to_string(), metrics, r.fid);
+        table_row(r.scale.to_string(), metrics, r.fid, r.cas);
     }
     let r = &file.reference;
     let metrics = [r.accuracy, r.fd, r.precision, r.recall, r.diversity];
-    table_row("real".into(), metrics, r.fid);
+    table_row("real".into(), metrics, r.fid, r.cas);
     if sampled > 0 {
         println!(
             "sampled and scored {sampled} images in {:.1}s ({:.1}s per 1000); total {:.1}s",
@@ -263,104 +453,199 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// What every evaluation of a run loads once: the classifier (checked against the run's
-/// training data), both data splits, the checkpoint's EMA weights, and Inception if asked.
-pub(crate) struct Scoring {
-    pub classifier: Classifier,
-    pub classifier_dir: PathBuf,
-    pub train: ImageDataset,
-    pub test: ImageDataset,
-    /// The checkpoint's folder name, its step and the checksum of its EMA file.
-    pub checkpoint_name: String,
-    pub step: usize,
-    pub ema_checksum: String,
-    pub inception: Option<ember_eval::InceptionFeatures>,
-    pub model: ember_model::UNet,
-    pub schedule: ember_model::NoiseSchedule,
-    pub device: burn::prelude::Device,
+/// `step-00002000 ema.bpk crc32:...`: which weights a row was computed from.
+pub(crate) fn weights_id(
+    checkpoint: &Path,
+    state: &ember_train::checkpoint::CheckpointState,
+) -> String {
+    format!(
+        "{} {EMA_FILE} {}",
+        checkpoint
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        state.checksums.get(EMA_FILE).cloned().unwrap_or_default()
+    )
 }
 
-impl Scoring {
-    pub(crate) fn load(
-        args: &EvalArgs,
-        run_dir: &RunDir,
-        config: &ExperimentConfig,
-    ) -> Result<Self> {
-        // The classifier, checked against the run's training data.
-        let root = config.data.resolved_root();
-        let run_config = run_dir.config_path();
-        let hint = run_config.display().to_string();
-        let classifier_dir = match &args.classifier {
-            Some(dir) => dir.clone(),
-            None => crate::sampling_args::default_classifier(&root, false)?,
-        };
-        let device = select_device(args.device.into())?;
-        let classifier = Classifier::load(&classifier_dir, &device, &hint)?;
-        if classifier.meta().noise.is_some() {
-            bail!(
-                "{} holds a noise-aware classifier (for classifier guidance); ember eval scores clean samples with the classifier of `ember classifier train` without --noisy",
-                classifier_dir.display()
-            );
-        }
-        let train = ImageDataset::load(&config.data, &config.model, Split::Train, 0)?;
-        let fingerprint = dataset_fingerprint(&train);
-        classifier.check_dataset(&classifier_dir, &root, &fingerprint, &hint)?;
+/// How CAS trains: the run's [classifier] table, with as many optimiser steps as the domain
+/// classifier's own training on the whole split (at most 100 epochs) unless --cas-epochs.
+fn cas_recipe(
+    args: &EvalArgs,
+    config: &ExperimentConfig,
+    train: &ImageDataset,
+) -> ember_config::ClassifierConfig {
+    use burn::data::dataset::Dataset;
+    let mut recipe = config.classifier.clone();
+    let generated = (args.samples_per_class * config.model.num_classes).max(1);
+    recipe.epochs = args.cas_epochs.unwrap_or_else(|| {
+        (recipe.epochs * train.len())
+            .div_ceil(generated)
+            .clamp(1, 100)
+    });
+    recipe
+}
 
-        let checkpoint = match &args.checkpoint {
-            Some(c) => c.clone(),
-            None => run_dir.latest_checkpoint()?,
-        };
-        let state = verify(&checkpoint)?;
-        let inception = match args.fid {
-            Some(FidArg::Inception) => {
-                if !args.fid_weights.is_file() {
-                    bail!(
-                        "--fid inception needs the FID Inception weights at {}: convert them once with `python3 scripts/fid/convert_inception.py` (or pass --fid-weights)",
-                        args.fid_weights.display()
-                    );
-                }
-                Some(ember_eval::InceptionFeatures::load(
-                    &args.fid_weights,
-                    &device,
-                )?)
+/// The checkpoints `--checkpoints` names, with the training minutes behind each.
+fn checkpoint_sources(run: &RunDir, which: &str) -> Result<Vec<CurveSource>> {
+    let all = run.checkpoints()?;
+    let wanted: Vec<(usize, PathBuf)> = if which.trim() == "all" {
+        let mut all = all;
+        all.reverse();
+        all
+    } else {
+        let mut out = Vec::new();
+        for part in which.split(',') {
+            let step: usize = part.trim().parse().with_context(|| {
+                format!("--checkpoints {which}: expected `all` or comma-separated steps")
+            })?;
+            match all.iter().find(|(s, _)| *s == step) {
+                Some(found) => out.push(found.clone()),
+                None => bail!(
+                    "--checkpoints: {} holds no checkpoint of step {step}; it has {}",
+                    run.checkpoints_dir().display(),
+                    all.iter()
+                        .map(|(s, _)| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             }
-            None => None,
-        };
-        let model = load_model(config, &checkpoint, Weights::Ema, &device)?;
-        let test = ImageDataset::load(&config.data, &config.model, Split::Test, 0)?;
-        Ok(Self {
-            classifier,
-            classifier_dir,
-            train,
-            test,
-            checkpoint_name: checkpoint
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            step: state.step,
-            ema_checksum: state.checksums.get(EMA_FILE).cloned().unwrap_or_default(),
-            inception,
-            model,
-            schedule: ember_model::NoiseSchedule::new(&config.diffusion),
-            device,
-        })
-    }
-
-    /// The settings every row depends on, with no sampling settings yet.
-    pub(crate) fn settings(&self, args: &EvalArgs, config: &ExperimentConfig) -> EvalSettings {
-        EvalSettings {
-            format_version: FORMAT_VERSION,
-            weights: format!("{} {EMA_FILE} {}", self.checkpoint_name, self.ema_checksum),
-            num_classes: config.model.num_classes,
-            samples_per_class: args.samples_per_class,
-            sampling: Default::default(),
-            classifier: self.classifier.id(),
-            features: self.classifier.id(),
-            k: DEFAULT_K,
-            fid: self.inception.as_ref().map(|i| i.id()),
-            guidance_classifier: None,
         }
+        out
+    };
+    if wanted.is_empty() {
+        bail!(
+            "--checkpoints: {} holds no checkpoint",
+            run.checkpoints_dir().display()
+        );
     }
+    let history = run.root().join(ember_train::monitor::HISTORY_FILE);
+    let seconds =
+        ember_monitor::history::training_seconds(&ember_monitor::history::read_rows(&history)?);
+    let mut sources = Vec::new();
+    for (step, path) in wanted {
+        let state = verify(&path)?;
+        let Some(&(_, secs)) = seconds.iter().rev().find(|(s, _)| *s == step) else {
+            bail!(
+                "{} has no row for step {step}, so the training minutes of {} are unknown",
+                history.display(),
+                path.display()
+            );
+        };
+        sources.push(CurveSource::Checkpoint {
+            step,
+            minutes: secs / 60.0,
+            weights: weights_id(&path, &state),
+            path,
+        });
+    }
+    Ok(sources)
+}
+
+/// The sample sets of `--compare DIR`: `minutes-<M>` folders of class folders.
+fn compare_sources(dir: &Path, label: &str, config: &ExperimentConfig) -> Result<Vec<CurveSource>> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("--compare {}", dir.display()))?;
+    let m = &config.model;
+    let mut sources = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(minutes) = name.strip_prefix("minutes-") else {
+            continue;
+        };
+        let minutes: f64 = minutes.parse().ok().filter(|m: &f64| m.is_finite() && *m >= 0.0).with_context(|| {
+            format!("--compare: {}: expected a folder named minutes-<M> with M the training minutes", path.display())
+        })?;
+        let decoded =
+            ember_data::folder::read_folder(&path, m.image_channels, m.image_size, m.num_classes)
+                .with_context(|| format!("--compare: the samples in {}", path.display()))?;
+        let images = ImageDataset::from_decoded(decoded, m.image_size, 0, m.num_classes);
+        sources.push(CurveSource::Images {
+            label: label.to_string(),
+            minutes,
+            weights: path.display().to_string(),
+            images,
+        });
+    }
+    if sources.is_empty() {
+        bail!("--compare {}: no minutes-<M> folders in it", dir.display());
+    }
+    Ok(sources)
+}
+
+/// Runs a curve and prints it as a table.
+fn curve(request: &CurveRequest, out_dir: &Path) -> Result<()> {
+    let result = run_curve(request, &mut |p| match p {
+        CurveProgress::Reference(r) => println!(
+            "real data ({} training vs {} test images): accuracy {:.4}, FD floor {:.4}{}",
+            r.images,
+            r.test_images,
+            r.accuracy,
+            r.fd,
+            cas_text(r.cas)
+        ),
+        CurveProgress::Skipped(p) => println!(
+            "skipping {} {} ({:.1} min, done)",
+            p.source,
+            p.step.map(|s| format!("step {s}")).unwrap_or_default(),
+            p.minutes
+        ),
+        CurveProgress::Started {
+            source,
+            step,
+            minutes,
+        } => println!(
+            "{source} {}at {minutes:.1} min ...",
+            step.map(|s| format!("step {s} ")).unwrap_or_default()
+        ),
+        CurveProgress::Finished(p) => println!(
+            "  accuracy {:.4}, FD {:.4}, precision {:.4}, recall {:.4}{} ({:.0}s)",
+            p.row.accuracy,
+            p.row.fd,
+            p.row.precision,
+            p.row.recall,
+            cas_text(p.row.cas),
+            p.row.seconds
+        ),
+    });
+    let file = match result {
+        Err(
+            e @ (ember_eval::EvalError::SettingsChanged { .. }
+            | ember_eval::EvalError::Request(_)
+            | ember_eval::EvalError::Invalid { .. }),
+        ) => return Err(e.into()),
+        other => other
+            .with_context(|| format!("the curve in {} stopped", out_dir.display()))
+            .context(crate::WhileWorking("the checkpoint curve stopped"))?,
+    };
+    println!(
+        "{:>8} {:>6} {:>8} {:>8} {:>10} {:>8} {:>8}",
+        "source", "step", "minutes", "accuracy", "FD", "recall", "CAS"
+    );
+    for p in &file.points {
+        let r: &ScaleRow = &p.row;
+        println!(
+            "{:>8} {:>6} {:>8.1} {:>8.4} {:>10.4} {:>8.4} {:>8}",
+            p.source,
+            p.step.map(|s| s.to_string()).unwrap_or_default(),
+            p.minutes,
+            r.accuracy,
+            r.fd,
+            r.recall,
+            r.cas.map(|c| format!("{c:.4}")).unwrap_or_default()
+        );
+    }
+    println!(
+        "wrote curve.csv, curve.json and curve.png in {}",
+        out_dir.display()
+    );
+    Ok(())
+}
+
+pub(crate) fn cas_text(cas: Option<f64>) -> String {
+    cas.map(|c| format!(", CAS {c:.4}")).unwrap_or_default()
 }
 
 pub(crate) fn fid_text(fid: Option<f64>) -> String {
@@ -372,7 +657,7 @@ pub(crate) fn fid_text(fid: Option<f64>) -> String {
 const MAX_EVAL_SAMPLES: usize = 1_000_000;
 
 /// Bounds the sizes a user gives before anything is allocated.
-fn check_sizes(args: &EvalArgs, config: &ExperimentConfig) -> Result<()> {
+fn check_sizes(args: &EvalArgs, config: &ember_config::ExperimentConfig) -> Result<()> {
     let classes = config.model.num_classes;
     let total = args.samples_per_class.saturating_mul(classes);
     if args.samples_per_class == 0 || total > MAX_EVAL_SAMPLES {

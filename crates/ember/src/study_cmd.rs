@@ -1,51 +1,63 @@
 //! `ember eval --study FILE`: several guidance methods, each over its own scales, sampled from
 //! the same noise, scored as the sweep scores, and compared on one plot (`ember_eval::study`).
 
-use crate::eval_cmd::{EvalArgs, Scoring, fid_text};
+use crate::eval_cmd::{cas_text, fid_text};
 use crate::sampling_args::{guidance_classifier, weak_model};
 use anyhow::{Context, Result};
 use ember_config::ExperimentConfig;
+use ember_eval::score::Judge;
 use ember_eval::study::{
-    STUDY_CSV, STUDY_JSON, STUDY_PLOT, STUDY_TABLE, StudyMethod, StudyProgress, StudyRequest,
-    best_fd_table, load_study, run_study,
+    MethodSpec, STUDY_CSV, STUDY_JSON, STUDY_PLOT, STUDY_TABLE, StudyMethod, StudyProgress,
+    StudyRequest, best_fd_table, run_study,
 };
 use ember_eval::{EvalSettings, FeatureExtractor};
+use ember_model::NoiseSchedule;
 use ember_sample::NoisyClassifier;
 use ember_train::RunDir;
-use std::path::Path;
+use ember_train::checkpoint::{Weights, load_model};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub fn run(
-    args: &EvalArgs,
-    study: &Path,
-    run_dir: &RunDir,
-    config: &ExperimentConfig,
-) -> Result<()> {
-    // 1. the methods: the run's [sample] with the flags applied, each method's overrides over
-    //    it, validated as the config's own table
-    let m = &config.model;
-    let specs = load_study(
-        study,
-        &config.sample,
-        config.diffusion.timesteps,
-        m.num_classes,
-    )?;
+/// What `ember eval` hands a study: the study file's methods (resolved and validated against
+/// the run's [sample] with the flags applied), the judge every pair is scored by, the
+/// checkpoint sampled, and the command's flags a study takes.
+pub(crate) struct Study<'a> {
+    pub path: &'a Path,
+    pub methods: Vec<MethodSpec>,
+    /// `--run`, `--out` (resolved), `--batch-size`, `--restart`, `--grid-columns`.
+    pub run: &'a Path,
+    pub out_dir: PathBuf,
+    pub batch_size: usize,
+    pub restart: bool,
+    pub grid_columns: usize,
+    pub judge: &'a Judge<'a>,
+    pub classifier_dir: &'a Path,
+    pub checkpoint: &'a Path,
+    pub step: usize,
+    pub schedule: &'a NoiseSchedule,
+    pub image_shape: [usize; 3],
+    /// What every method shares (no sampling settings, no guidance classifier).
+    pub settings: EvalSettings,
+}
 
-    // 2. what scores, and what each method needs (its noise-aware classifier, its weak
-    //    model), loaded and checked before any sampling
-    let scoring = Scoring::load(args, run_dir, config)?;
+pub(crate) fn run(study: Study, run_dir: &RunDir, config: &ExperimentConfig) -> Result<()> {
+    // 1. what each method needs (its noise-aware classifier, its weak model), loaded and
+    //    checked before any sampling
+    let specs = &study.methods;
+    let device = &study.judge.device;
     let mut needs = Vec::with_capacity(specs.len());
-    for spec in &specs {
+    for spec in specs {
         let method_config = ExperimentConfig {
             sample: spec.sampling.clone(),
             ..config.clone()
         };
-        let in_method = || format!("study {}: method \"{}\"", study.display(), spec.name);
-        let classifier = guidance_classifier(run_dir, &method_config, &scoring.device)
-            .with_context(in_method)?;
-        let weak = weak_model(run_dir, &method_config, &scoring.device).with_context(in_method)?;
+        let in_method = || format!("study {}: method \"{}\"", study.path.display(), spec.name);
+        let classifier =
+            guidance_classifier(run_dir, &method_config, device).with_context(in_method)?;
+        let weak = weak_model(run_dir, &method_config, device).with_context(in_method)?;
         needs.push((classifier, weak));
     }
+    let model = load_model(config, study.checkpoint, Weights::Ema, device)?;
     let methods: Vec<StudyMethod> = specs
         .iter()
         .zip(&needs)
@@ -66,42 +78,42 @@ pub fn run(
             }
         })
         .collect();
-    let out_dir = args.out.clone().unwrap_or_else(|| args.run.join("study"));
+    let out_dir = study.out_dir.clone();
     let pairs: usize = specs.iter().map(|s| s.scales.len()).sum();
+    let classifier = study.judge.classifier;
     println!(
-        "studying {} (step {}, EMA weights): {} methods ({}), {pairs} (method, scale) pairs of {} samples per class x {} classes; classifier {} (test accuracy {:.4}); output {}",
-        args.run.display(),
-        scoring.step,
+        "studying {} (step {}, EMA weights): {} methods ({}), {pairs} (method, scale) pairs of {} samples per class x {} classes; classifier {} (test accuracy {:.4}){}; output {}",
+        study.run.display(),
+        study.step,
         specs.len(),
         specs
             .iter()
             .map(|s| s.name.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        args.samples_per_class,
-        m.num_classes,
-        scoring.classifier_dir.display(),
-        scoring.classifier.meta().test_accuracy,
+        study.settings.samples_per_class,
+        config.model.num_classes,
+        study.classifier_dir.display(),
+        classifier.meta().test_accuracy,
+        study
+            .settings
+            .cas
+            .as_ref()
+            .map(|c| format!("; CAS trains {} epochs", c.epochs))
+            .unwrap_or_default(),
         out_dir.display()
     );
     let request = StudyRequest {
-        model: &scoring.model,
-        schedule: &scoring.schedule,
-        image_shape: [m.image_channels, m.image_size, m.image_size],
-        classifier: &scoring.classifier,
-        fid: scoring
-            .inception
-            .as_ref()
-            .map(|i| i as &dyn ember_eval::FeatureExtractor),
-        test: &scoring.test,
-        train: &scoring.train,
+        model: &model,
+        schedule: study.schedule,
+        image_shape: study.image_shape,
+        judge: study.judge,
         methods,
-        batch_size: args.batch_size,
-        settings: scoring.settings(args, config),
+        batch_size: study.batch_size,
+        settings: study.settings.clone(),
         out_dir: out_dir.clone(),
-        restart: args.restart,
-        grid_columns: args.grid_columns,
-        device: scoring.device.clone(),
+        restart: study.restart,
+        grid_columns: study.grid_columns,
     };
 
     // 3. every pair not done yet
@@ -109,15 +121,18 @@ pub fn run(
     let (mut sampled, mut seconds) = (0usize, 0.0);
     let file = run_study(&request, &mut |p| match p {
         StudyProgress::Reference(r) => println!(
-            "real data (first {} training vs {} test images): accuracy {:.4}, FD floor {:.4}, precision {:.4}, recall {:.4}, diversity {:.4}{}",
-            r.images,
-            r.test_images,
-            r.accuracy,
-            r.fd,
-            r.precision,
-            r.recall,
-            r.diversity,
-            fid_text(r.fid).replace("FID", "FID floor")
+            "{}",
+            format!(
+                "real data ({} training vs {} test images): accuracy {:.4}, FD floor {:.4}, precision {:.4}, recall {:.4}, diversity {:.4}{}",
+                r.images,
+                r.test_images,
+                r.accuracy,
+                r.fd,
+                r.precision,
+                r.recall,
+                r.diversity,
+                fid_text(r.fid).replace("FID", "FID floor"),
+            ) + &cas_text(r.cas).replace("CAS", "CAS of real images")
         ),
         StudyProgress::Skipped { method, row } => {
             println!("skipping {method} at scale {} (done)", row.scale)
@@ -128,7 +143,7 @@ pub fn run(
             done,
             total,
         } => {
-            if total > args.batch_size {
+            if total > study.batch_size {
                 println!("{method} at scale {scale}: {done}/{total} samples");
             }
         }
@@ -143,7 +158,7 @@ pub fn run(
                 row.precision,
                 row.recall,
                 row.diversity,
-                fid_text(row.fid),
+                fid_text(row.fid) + &cas_text(row.cas),
                 row.samples,
                 row.seconds
             );

@@ -24,7 +24,7 @@
 //! - `noisy.rs`: the gradient classifier guidance takes of a noise-aware classifier.
 
 #[cfg(test)]
-mod fixture;
+pub(crate) mod fixture;
 mod net;
 mod noisy;
 mod storage;

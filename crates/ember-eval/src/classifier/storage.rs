@@ -5,8 +5,8 @@ use super::{Classifier, ClassifierError, ClassifierNetConfig};
 use burn::prelude::*;
 use ember_config::{ClassifierConfig, DatasetKind, DiffusionConfig};
 use ember_data::ImageDataset;
+use ember_io::checksum::Checksum;
 use ember_model::NoiseSchedule;
-use ember_model::hash::Checksum;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -24,7 +24,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClassifierError + '_ {
 }
 
 /// The checksum of the weights file (`crc32:` and 8 hex digits).
-pub use ember_model::hash::checksum;
+pub use ember_io::checksum::checksum;
 
 /// The dataset fingerprint: the [`checksum`] of the pixels, then the labels (u16
 /// little-endian) of a training split as loaded. It depends on the decoded data only, so a

@@ -97,6 +97,7 @@ pub fn write_plot(file: &StudyFile, path: &Path) -> Result<(), EvalError> {
             recall: r.recall,
             diversity: r.diversity,
             fid: r.fid,
+            cas: r.cas,
             samples: r.images,
             seconds: 0.0,
         };
@@ -149,6 +150,7 @@ mod tests {
             recall: 0.25,
             diversity: 2.0,
             fid: None,
+            cas: None,
             samples: 20,
             seconds: 1.0,
         }
@@ -167,6 +169,7 @@ mod tests {
                 k: 3,
                 fid: None,
                 guidance_classifier: None,
+                cas: None,
             },
             reference: Reference {
                 images: 20,
@@ -177,6 +180,7 @@ mod tests {
                 recall: 0.8,
                 diversity: 3.0,
                 fid: None,
+                cas: None,
             },
             methods: vec![
                 MethodResult {
