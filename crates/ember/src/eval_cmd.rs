@@ -3,6 +3,7 @@
 //! methods (`--study FILE`, in `study_cmd.rs`), scored by the domain classifier.
 
 use crate::DeviceArg;
+use crate::metric_text::{cas_text, fid_text};
 use crate::sampling_args::{
     SamplingArgs, class_names, guidance_classifier, validate_settings, weak_model,
 };
@@ -642,14 +643,6 @@ fn curve(request: &CurveRequest, out_dir: &Path) -> Result<()> {
         out_dir.display()
     );
     Ok(())
-}
-
-pub(crate) fn cas_text(cas: Option<f64>) -> String {
-    cas.map(|c| format!(", CAS {c:.4}")).unwrap_or_default()
-}
-
-pub(crate) fn fid_text(fid: Option<f64>) -> String {
-    fid.map(|f| format!(", FID {f:.4}")).unwrap_or_default()
 }
 
 /// Most samples one eval scores per scale: their features (and the real images' of the FD

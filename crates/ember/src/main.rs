@@ -5,11 +5,12 @@
 //! `main.rs` parses and dispatches; each command lives in its own file: `train_cmd.rs`,
 //! `sample_cmd.rs`, `eval_cmd.rs` (and `study_cmd.rs`, its `--study`), `classifier_cmd.rs`,
 //! `weights_cmd.rs` (export, compare).
-//! `sampling_args.rs` holds the sampling flags `sample` and `eval` share, `resources.rs` the
-//! memory check.
+//! `sampling_args.rs` holds the sampling flags `sample` and `eval` share, `metric_text.rs` how
+//! eval and study print the optional metrics, `resources.rs` the memory check.
 
 mod classifier_cmd;
 mod eval_cmd;
+mod metric_text;
 mod resources;
 mod sample_cmd;
 mod sampling_args;

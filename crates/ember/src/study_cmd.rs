@@ -1,7 +1,7 @@
 //! `ember eval --study FILE`: several guidance methods, each over its own scales, sampled from
 //! the same noise, scored as the sweep scores, and compared on one plot (`ember_eval::study`).
 
-use crate::eval_cmd::{cas_text, fid_text};
+use crate::metric_text::{cas_text, fid_text};
 use crate::sampling_args::{guidance_classifier, weak_model};
 use anyhow::{Context, Result};
 use ember_config::ExperimentConfig;
