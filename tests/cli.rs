@@ -1253,6 +1253,32 @@ fn a_guidance_study_compares_methods_resumes_and_refuses_a_mismatched_weak_model
         text(&out)
     );
 
+    // With --cas, every pair and the real data get a CAS, in the CSV and the best-FD table.
+    let cas_dir = dir.join("study-cas");
+    let out = study(&run, &study_file, &cas_dir, &["--cas", "--cas-epochs", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let csv = std::fs::read_to_string(cas_dir.join("study.csv")).unwrap();
+    assert!(
+        csv.starts_with("method,scale,accuracy,fd,precision,recall,diversity,cas,samples,"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    for row in csv.lines().skip(1) {
+        let cas: f64 = row.split(',').nth(7).unwrap().parse().unwrap();
+        assert!((0.0..=1.0).contains(&cas), "{row}");
+    }
+    let table = std::fs::read_to_string(cas_dir.join("study.md")).unwrap();
+    assert!(table.starts_with("| method | best FD | at scale | accuracy | recall | CAS |\n"));
+    let with_cas = StudyFile::read(&cas_dir.join("study.json")).unwrap();
+    assert!(with_cas.settings.cas.is_some() && with_cas.reference.cas.is_some());
+    assert!(
+        with_cas
+            .methods
+            .iter()
+            .flat_map(|m| &m.rows)
+            .all(|r| r.cas.is_some())
+    );
+
     // A weak model of another image size is refused before anything is sampled.
     let small = format_config(&dir, "small", |c| {
         c.data.root = dir.join("data");

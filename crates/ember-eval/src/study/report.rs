@@ -7,25 +7,27 @@ use crate::eval::EvalError;
 use ember_monitor::plot::{Panel, Series, write_xy_panels};
 use std::path::Path;
 
-/// One line per (method, scale), methods in study order, scales ascending; the `fid` column
-/// only when the study computed one.
+/// One line per (method, scale), methods in study order, scales ascending; the `fid` and
+/// `cas` columns only when the study computed them (as the sweep's `eval.csv`).
 pub fn to_csv(file: &StudyFile) -> String {
-    let with_fid = file.settings.fid.is_some();
+    let (with_fid, with_cas) = (file.settings.fid.is_some(), file.settings.cas.is_some());
     let mut out = String::from("method,scale,accuracy,fd,precision,recall,diversity,");
-    out.push_str(if with_fid {
-        "fid,samples,seconds\n"
-    } else {
-        "samples,seconds\n"
-    });
+    if with_fid {
+        out.push_str("fid,");
+    }
+    if with_cas {
+        out.push_str("cas,");
+    }
+    out.push_str("samples,seconds\n");
+    let optional = |on: bool, v: Option<f64>| match (on, v) {
+        (true, Some(v)) => format!("{v},"),
+        (true, None) => ",".to_string(),
+        (false, _) => String::new(),
+    };
     for m in &file.methods {
         for r in &m.rows {
-            let fid = match (with_fid, r.fid) {
-                (true, Some(f)) => format!("{f},"),
-                (true, None) => ",".to_string(),
-                (false, _) => String::new(),
-            };
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{fid}{},{:.3}\n",
+                "{},{},{},{},{},{},{},{}{}{},{:.3}\n",
                 m.name,
                 r.scale,
                 r.accuracy,
@@ -33,6 +35,8 @@ pub fn to_csv(file: &StudyFile) -> String {
                 r.precision,
                 r.recall,
                 r.diversity,
+                optional(with_fid, r.fid),
+                optional(with_cas, r.cas),
                 r.samples,
                 r.seconds
             ));
@@ -49,28 +53,45 @@ pub fn best_fd(rows: &[ScaleRow]) -> Option<&ScaleRow> {
 }
 
 /// A markdown table: each method's best FD, the scale it is reached at, and the accuracy and
-/// recall there; the real data's last.
+/// recall there (and the CAS, when computed); the real data's last.
 pub fn best_fd_table(file: &StudyFile) -> String {
-    let mut out = String::from(
-        "| method | best FD | at scale | accuracy | recall |\n|---|---:|---:|---:|---:|\n",
-    );
+    let with_cas = file.settings.cas.is_some();
+    let cas = |v: Option<f64>| match with_cas {
+        true => format!(
+            " {} |",
+            v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into())
+        ),
+        false => String::new(),
+    };
+    let mut out = String::from("| method | best FD | at scale | accuracy | recall |");
+    out.push_str(if with_cas { " CAS |\n" } else { "\n" });
+    out.push_str("|---|---:|---:|---:|---:|");
+    out.push_str(if with_cas { "---:|\n" } else { "\n" });
     for m in &file.methods {
         match best_fd(&m.rows) {
             Some(r) => out.push_str(&format!(
-                "| {} | {:.4} | {} | {:.4} | {:.4} |\n",
+                "| {} | {:.4} | {} | {:.4} | {:.4} |{}\n",
                 m.name,
                 r.fd,
                 ember_config::scale_label(r.scale),
                 r.accuracy,
-                r.recall
+                r.recall,
+                cas(r.cas)
             )),
-            None => out.push_str(&format!("| {} | n/a | | | |\n", m.name)),
+            None => out.push_str(&format!(
+                "| {} | n/a | | | |{}\n",
+                m.name,
+                if with_cas { " |" } else { "" }
+            )),
         }
     }
     let r = &file.reference;
     out.push_str(&format!(
-        "| real data (floor) | {:.4} | | {:.4} | {:.4} |\n",
-        r.fd, r.accuracy, r.recall
+        "| real data (floor) | {:.4} | | {:.4} | {:.4} |{}\n",
+        r.fd,
+        r.accuracy,
+        r.recall,
+        cas(r.cas)
     ));
     out
 }
@@ -221,5 +242,34 @@ mod tests {
         write_plot(&f, &path).unwrap();
         assert!(ember_io::read_png(&path).is_ok());
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_study_with_cas_has_a_cas_column_in_the_csv_and_the_table() {
+        let mut f = file();
+        f.settings.cas = Some(Default::default());
+        f.reference.cas = Some(0.95);
+        for (r, cas) in f.methods[0].rows.iter_mut().zip([0.5, 0.75, 0.25]) {
+            r.cas = Some(cas);
+        }
+        assert_eq!(
+            best_fd_table(&f),
+            "| method | best FD | at scale | accuracy | recall | CAS |\n\
+             |---|---:|---:|---:|---:|---:|\n\
+             | cfg | 2.5000 | 3 | 0.8000 | 0.2500 | 0.7500 |\n\
+             | apg | n/a | | | | |\n\
+             | real data (floor) | 0.5000 | | 1.0000 | 0.8000 | 0.9500 |\n"
+        );
+        let csv = to_csv(&f);
+        assert!(
+            csv.starts_with(
+                "method,scale,accuracy,fd,precision,recall,diversity,cas,samples,seconds\n"
+            ),
+            "{csv}"
+        );
+        assert!(
+            csv.contains("\ncfg,3,0.8,2.5,0.75,0.25,2,0.75,20,1.000\n"),
+            "{csv}"
+        );
     }
 }
