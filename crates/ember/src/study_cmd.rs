@@ -116,7 +116,7 @@ pub(crate) fn run(study: Study, run_dir: &RunDir, config: &ExperimentConfig) -> 
         grid_columns: study.grid_columns,
     };
 
-    // 3. every pair not done yet
+    // 2. every pair not done yet
     let start = Instant::now();
     let (mut sampled, mut seconds) = (0usize, 0.0);
     let file = run_study(&request, &mut |p| match p {
