@@ -1279,6 +1279,48 @@ fn a_guidance_study_compares_methods_resumes_and_refuses_a_mismatched_weak_model
             .all(|r| r.cas.is_some())
     );
 
+    // Every method samples from the same noise: APG with eta 1 (no momentum, no cap) is CFG
+    // combined on clean images instead of noise (an affine map of it for this epsilon model),
+    // so in one study its images are CFG's (8-bit grids at most one level apart, where rounding
+    // crosses a level) and its metrics equal CFG's up to rounding; other noise would move them
+    // by far more.
+    let same_noise = dir.join("same-noise.toml");
+    std::fs::write(
+        &same_noise,
+        "[[method]]\nname = \"cfg\"\nscales = [2]\n\n\
+         [[method]]\nname = \"apg\"\nscales = [2]\n\
+         sample = { guidance_method = \"apg\", apg_eta = 1.0 }\n",
+    )
+    .unwrap();
+    let same_dir = dir.join("study-same-noise");
+    let out = study(&run, &same_noise, &same_dir, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let grid = |method: &str| read_png(&same_dir.join(method).join("grid_scale-2.png")).unwrap();
+    let (cfg_grid, apg_grid) = (grid("cfg"), grid("apg"));
+    assert_eq!(cfg_grid.pixels.len(), apg_grid.pixels.len());
+    let apart = cfg_grid
+        .pixels
+        .iter()
+        .zip(&apg_grid.pixels)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max();
+    assert!(apart <= Some(1), "{apart:?}");
+    let same = StudyFile::read(&same_dir.join("study.json")).unwrap();
+    let (cfg, apg) = (
+        same.method("cfg").unwrap().row(2.0).unwrap(),
+        same.method("apg").unwrap().row(2.0).unwrap(),
+    );
+    assert_eq!(
+        (cfg.accuracy, cfg.precision, cfg.recall, cfg.samples),
+        (apg.accuracy, apg.precision, apg.recall, apg.samples)
+    );
+    for (a, b) in [(cfg.fd, apg.fd), (cfg.diversity, apg.diversity)] {
+        assert!(
+            (a - b).abs() <= 1e-6 * a.abs().max(1e-3),
+            "{cfg:?}\n{apg:?}"
+        );
+    }
+
     // A weak model of another image size is refused before anything is sampled.
     let small = format_config(&dir, "small", |c| {
         c.data.root = dir.join("data");
