@@ -19,8 +19,14 @@ echo "reference: $steps steps in one go"
 "$ember" train "$config" --steps "$steps" --run-dir "$tmp/ref" > "$tmp/ref.log"
 
 trained=0   # optimiser steps actually computed by the interrupted run, kills included
-last_step() { grep -oE '^step +[0-9]+' "$1" | tail -n 1 | grep -oE '[0-9]+' || echo 0; }
 start_step() { grep -oE 'resuming .* at step [0-9]+' "$1" | grep -oE '[0-9]+$' || echo 0; }
+# The last step a log reached; its start step when it trained none (a resume of a finished run).
+last_step() {
+  local last
+  last=$(grep -oE '^step +[0-9]+' "$1" | tail -n 1 | grep -oE '[0-9]+' || true)
+  echo "${last:-$(start_step "$1")}"
+}
+steps_in() { echo $(( $(last_step "$1") - $(start_step "$1") )); }
 attempt() { # $1 = log file; starts (or resumes) the interrupted run in the background
   if [ -f "$tmp/run/checkpoints/latest" ]; then
     "$ember" train --resume "$tmp/run" --steps "$steps" > "$1" 2>&1 &
@@ -35,11 +41,11 @@ for i in $(seq 1 "$kills"); do
   sleep "$delay"
   if kill -0 "$pid" 2>/dev/null; then
     kill -KILL "$pid"; wait "$pid" 2>/dev/null || true
-    done_steps=$(( $(last_step "$tmp/attempt-$i.log") - $(start_step "$tmp/attempt-$i.log") ))
-    trained=$((trained + done_steps))
+    trained=$((trained + $(steps_in "$tmp/attempt-$i.log")))
     echo "kill $i after ${delay}s: reached step $(last_step "$tmp/attempt-$i.log")"
   else
     wait "$pid"; echo "attempt $i finished before its kill"
+    trained=$((trained + $(steps_in "$tmp/attempt-$i.log")))
   fi
 done
 echo "final resume to step $steps"
@@ -49,7 +55,7 @@ if [ -f "$tmp/run/checkpoints/latest" ]; then
 else
   "$ember" train "$config" --steps "$steps" --run-dir "$tmp/run" --overwrite > "$log" 2>&1
 fi
-trained=$((trained + $(last_step "$log") - $(start_step "$log")))
+trained=$((trained + $(steps_in "$log")))
 
 for w in ema raw; do
   flag=""; [ "$w" = raw ] && flag="--raw"
