@@ -1423,13 +1423,12 @@ fn checkpoint_curve_scores_every_checkpoint_and_exported_samples_and_resumes() {
         rows[0].starts_with("ember,2,") && rows[1].starts_with("ember,4,"),
         "{csv}"
     );
-    assert!(rows[2].starts_with("pytorch,,0.50,"), "{csv}");
+    assert!(rows[2].starts_with("pytorch,,0.5,"), "{csv}");
     for row in &rows {
         let cas: f64 = row.split(',').nth(8).unwrap().parse().unwrap();
         assert!((0.0..=1.0).contains(&cas), "{row}");
     }
-    // Minutes grow with the step. Read from curve.json at full precision: the smoke run trains
-    // its four steps in well under a second, below curve.csv's two decimals of minutes.
+    // Minutes grow with the step (the smoke run trains its four steps in well under a second).
     let curve = ember_eval::curve::CurveFile::read(&curve_dir.join("curve.json")).unwrap();
     let minutes = |step: usize| {
         let point = curve.points.iter().find(|p| p.step == Some(step));

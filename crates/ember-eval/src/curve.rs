@@ -15,7 +15,7 @@
 //! `curve.json` is rewritten after every point; a rerun skips the points it holds (a checkpoint
 //! whose weights changed is computed again), and other settings are refused unless restarted.
 
-use crate::eval::{EvalError, EvalSettings, Reference, ScaleRow, to_json_value};
+use crate::eval::{EvalError, EvalSettings, MetricColumns, Reference, ScaleRow, to_json_value};
 use crate::score::Judge;
 use burn::data::dataset::Dataset;
 use ember_config::SampleConfig;
@@ -73,26 +73,17 @@ impl CurveFile {
         })
     }
 
-    /// The points as CSV with a header line.
+    /// The points as CSV with a header line (the sweep's metric columns).
     pub fn to_csv(&self) -> String {
-        let mut out = String::from(
-            "source,step,minutes,accuracy,fd,precision,recall,diversity,cas,samples,seconds\n",
-        );
+        let columns = MetricColumns::of(&self.settings);
+        let mut out = format!("source,step,minutes,{}\n", columns.header());
         for p in &self.points {
-            let r = &p.row;
             out.push_str(&format!(
-                "{},{},{:.2},{},{},{},{},{},{},{},{:.1}\n",
+                "{},{},{},{}\n",
                 p.source,
                 p.step.map(|s| s.to_string()).unwrap_or_default(),
                 p.minutes,
-                r.accuracy,
-                r.fd,
-                r.precision,
-                r.recall,
-                r.diversity,
-                r.cas.map(|c| c.to_string()).unwrap_or_default(),
-                r.samples,
-                r.seconds
+                columns.fields(&p.row)
             ));
         }
         out

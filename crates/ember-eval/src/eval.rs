@@ -278,36 +278,64 @@ impl EvalFile {
 
     /// The rows as CSV with a header line; the `fid` and `cas` columns only when computed.
     pub fn to_csv(&self) -> String {
-        let (with_fid, with_cas) = (self.settings.fid.is_some(), self.settings.cas.is_some());
-        let mut out = String::from("scale,accuracy,fd,precision,recall,diversity,");
-        if with_fid {
+        let columns = MetricColumns::of(&self.settings);
+        let mut out = format!("scale,{}\n", columns.header());
+        for r in &self.rows {
+            out.push_str(&format!("{},{}\n", r.scale, columns.fields(r)));
+        }
+        out
+    }
+}
+
+/// The metric columns of every CSV `ember eval` writes (the sweep's, the curve's, the
+/// study's), after each file's own leading columns: `fid` and `cas` only when computed.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricColumns {
+    pub fid: bool,
+    pub cas: bool,
+}
+
+impl MetricColumns {
+    pub fn of(settings: &EvalSettings) -> Self {
+        Self {
+            fid: settings.fid.is_some(),
+            cas: settings.cas.is_some(),
+        }
+    }
+
+    /// `accuracy,fd,precision,recall,diversity,[fid,][cas,]samples,seconds`
+    pub fn header(self) -> String {
+        let mut out = String::from("accuracy,fd,precision,recall,diversity,");
+        if self.fid {
             out.push_str("fid,");
         }
-        if with_cas {
+        if self.cas {
             out.push_str("cas,");
         }
-        out.push_str("samples,seconds\n");
+        out.push_str("samples,seconds");
+        out
+    }
+
+    /// One row's values for [`header`](Self::header)'s columns (an empty field for an
+    /// optional metric a row lacks).
+    pub fn fields(self, r: &ScaleRow) -> String {
         let optional = |on: bool, v: Option<f64>| match (on, v) {
             (true, Some(v)) => format!("{v},"),
             (true, None) => ",".to_string(),
             (false, _) => String::new(),
         };
-        for r in &self.rows {
-            out.push_str(&format!(
-                "{},{},{},{},{},{},{}{}{},{:.3}\n",
-                r.scale,
-                r.accuracy,
-                r.fd,
-                r.precision,
-                r.recall,
-                r.diversity,
-                optional(with_fid, r.fid),
-                optional(with_cas, r.cas),
-                r.samples,
-                r.seconds
-            ));
-        }
-        out
+        format!(
+            "{},{},{},{},{},{}{}{},{:.3}",
+            r.accuracy,
+            r.fd,
+            r.precision,
+            r.recall,
+            r.diversity,
+            optional(self.fid, r.fid),
+            optional(self.cas, r.cas),
+            r.samples,
+            r.seconds
+        )
     }
 }
 

@@ -3,7 +3,7 @@
 //! methods (`--study FILE`, in `study_cmd.rs`), scored by the domain classifier.
 
 use crate::DeviceArg;
-use crate::metric_text::{cas_text, fid_text};
+use crate::metric_text::{input_or_work, reference_line, row_metrics};
 use crate::sampling_args::{
     SamplingArgs, class_names, guidance_classifier, validate_settings, weak_model,
 };
@@ -346,20 +346,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let mut sampled = 0usize;
     let mut sampling_seconds = 0.0;
     let file = run_eval(&request, &mut |p| match p {
-        Progress::Reference(r) => println!(
-            "{}",
-            format!(
-                "real data ({} training vs {} test images): accuracy {:.4}, FD floor {:.4}, precision {:.4}, recall {:.4}, diversity {:.4}{}",
-                r.images,
-                r.test_images,
-                r.accuracy,
-                r.fd,
-                r.precision,
-                r.recall,
-                r.diversity,
-                fid_text(r.fid).replace("FID", "FID floor"),
-            ) + &cas_text(r.cas).replace("CAS", "CAS of real images")
-        ),
+        Progress::Reference(r) => println!("{}", reference_line(&r)),
         Progress::Skipped(row) => println!("skipping scale {} (done)", row.scale),
         Progress::Sampling { scale, done, total } => {
             if total > args.batch_size {
@@ -370,14 +357,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
             sampled += row.samples;
             sampling_seconds += row.seconds;
             println!(
-                "scale {}: accuracy {:.4}, FD {:.4}, precision {:.4}, recall {:.4}, diversity {:.4}{} ({} samples in {:.1}s, {:.1}s per 1000) -> {}",
+                "scale {}: {} ({} samples in {:.1}s, {:.1}s per 1000) -> {}",
                 row.scale,
-                row.accuracy,
-                row.fd,
-                row.precision,
-                row.recall,
-                row.diversity,
-                fid_text(row.fid) + &cas_text(row.cas),
+                row_metrics(&row),
                 row.samples,
                 row.seconds,
                 1000.0 * row.seconds / row.samples as f64,
@@ -385,17 +367,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
             );
         }
     });
-    let file = match file {
-        // Settings, request or an unreadable earlier eval.json: the input; the rest: the work.
-        Err(
-            e @ (ember_eval::EvalError::SettingsChanged { .. }
-            | ember_eval::EvalError::Request(_)
-            | ember_eval::EvalError::Invalid { .. }),
-        ) => return Err(e.into()),
-        other => other
-            .with_context(|| format!("evaluation into {} stopped", out_dir.display()))
-            .context(crate::WhileWorking("evaluation stopped"))?,
-    };
+    let file = input_or_work(
+        file,
+        || format!("evaluation into {} stopped", out_dir.display()),
+        "evaluation stopped",
+    )?;
     let (with_fid, with_cas) = (file.settings.fid.is_some(), file.settings.cas.is_some());
     let column = |on: bool, v: Option<f64>| match on {
         true => format!(" {:>10}", v.map(|v| format!("{v:.4}")).unwrap_or_default()),
@@ -579,14 +555,7 @@ fn compare_sources(dir: &Path, label: &str, config: &ExperimentConfig) -> Result
 /// Runs a curve and prints it as a table.
 fn curve(request: &CurveRequest, out_dir: &Path) -> Result<()> {
     let result = run_curve(request, &mut |p| match p {
-        CurveProgress::Reference(r) => println!(
-            "real data ({} training vs {} test images): accuracy {:.4}, FD floor {:.4}{}",
-            r.images,
-            r.test_images,
-            r.accuracy,
-            r.fd,
-            cas_text(r.cas)
-        ),
+        CurveProgress::Reference(r) => println!("{}", reference_line(&r)),
         CurveProgress::Skipped(p) => println!(
             "skipping {} {} ({:.1} min, done)",
             p.source,
@@ -601,26 +570,15 @@ fn curve(request: &CurveRequest, out_dir: &Path) -> Result<()> {
             "{source} {}at {minutes:.1} min ...",
             step.map(|s| format!("step {s} ")).unwrap_or_default()
         ),
-        CurveProgress::Finished(p) => println!(
-            "  accuracy {:.4}, FD {:.4}, precision {:.4}, recall {:.4}{} ({:.0}s)",
-            p.row.accuracy,
-            p.row.fd,
-            p.row.precision,
-            p.row.recall,
-            cas_text(p.row.cas),
-            p.row.seconds
-        ),
+        CurveProgress::Finished(p) => {
+            println!("  {} ({:.0}s)", row_metrics(&p.row), p.row.seconds)
+        }
     });
-    let file = match result {
-        Err(
-            e @ (ember_eval::EvalError::SettingsChanged { .. }
-            | ember_eval::EvalError::Request(_)
-            | ember_eval::EvalError::Invalid { .. }),
-        ) => return Err(e.into()),
-        other => other
-            .with_context(|| format!("the curve in {} stopped", out_dir.display()))
-            .context(crate::WhileWorking("the checkpoint curve stopped"))?,
-    };
+    let file = input_or_work(
+        result,
+        || format!("the curve in {} stopped", out_dir.display()),
+        "the checkpoint curve stopped",
+    )?;
     println!(
         "{:>8} {:>6} {:>8} {:>8} {:>10} {:>8} {:>8}",
         "source", "step", "minutes", "accuracy", "FD", "recall", "CAS"

@@ -1,7 +1,7 @@
 //! `ember eval --study FILE`: several guidance methods, each over its own scales, sampled from
 //! the same noise, scored as the sweep scores, and compared on one plot (`ember_eval::study`).
 
-use crate::metric_text::{cas_text, fid_text};
+use crate::metric_text::{input_or_work, reference_line, row_metrics};
 use crate::sampling_args::{guidance_classifier, weak_model};
 use anyhow::{Context, Result};
 use ember_config::ExperimentConfig;
@@ -120,20 +120,7 @@ pub(crate) fn run(study: Study, run_dir: &RunDir, config: &ExperimentConfig) -> 
     let start = Instant::now();
     let (mut sampled, mut seconds) = (0usize, 0.0);
     let file = run_study(&request, &mut |p| match p {
-        StudyProgress::Reference(r) => println!(
-            "{}",
-            format!(
-                "real data ({} training vs {} test images): accuracy {:.4}, FD floor {:.4}, precision {:.4}, recall {:.4}, diversity {:.4}{}",
-                r.images,
-                r.test_images,
-                r.accuracy,
-                r.fd,
-                r.precision,
-                r.recall,
-                r.diversity,
-                fid_text(r.fid).replace("FID", "FID floor"),
-            ) + &cas_text(r.cas).replace("CAS", "CAS of real images")
-        ),
+        StudyProgress::Reference(r) => println!("{}", reference_line(&r)),
         StudyProgress::Skipped { method, row } => {
             println!("skipping {method} at scale {} (done)", row.scale)
         }
@@ -151,30 +138,19 @@ pub(crate) fn run(study: Study, run_dir: &RunDir, config: &ExperimentConfig) -> 
             sampled += row.samples;
             seconds += row.seconds;
             println!(
-                "{method} at scale {}: accuracy {:.4}, FD {:.4}, precision {:.4}, recall {:.4}, diversity {:.4}{} ({} samples in {:.1}s)",
+                "{method} at scale {}: {} ({} samples in {:.1}s)",
                 row.scale,
-                row.accuracy,
-                row.fd,
-                row.precision,
-                row.recall,
-                row.diversity,
-                fid_text(row.fid) + &cas_text(row.cas),
+                row_metrics(&row),
                 row.samples,
                 row.seconds
             );
         }
     });
-    let file = match file {
-        // Settings, request or an unreadable earlier study.json: the input; the rest: the work.
-        Err(
-            e @ (ember_eval::EvalError::SettingsChanged { .. }
-            | ember_eval::EvalError::Request(_)
-            | ember_eval::EvalError::Invalid { .. }),
-        ) => return Err(e.into()),
-        other => other
-            .with_context(|| format!("study into {} stopped", out_dir.display()))
-            .context(crate::WhileWorking("study stopped"))?,
-    };
+    let file = input_or_work(
+        file,
+        || format!("study into {} stopped", out_dir.display()),
+        "study stopped",
+    )?;
     print!("{}", best_fd_table(&file));
     if sampled > 0 {
         println!(

@@ -3,43 +3,18 @@
 
 use super::StudyFile;
 use crate::ScaleRow;
-use crate::eval::EvalError;
+use crate::eval::{EvalError, MetricColumns};
 use ember_monitor::plot::{Panel, Series, write_xy_panels};
 use std::path::Path;
 
 /// One line per (method, scale), methods in study order, scales ascending; the `fid` and
 /// `cas` columns only when the study computed them (as the sweep's `eval.csv`).
 pub fn to_csv(file: &StudyFile) -> String {
-    let (with_fid, with_cas) = (file.settings.fid.is_some(), file.settings.cas.is_some());
-    let mut out = String::from("method,scale,accuracy,fd,precision,recall,diversity,");
-    if with_fid {
-        out.push_str("fid,");
-    }
-    if with_cas {
-        out.push_str("cas,");
-    }
-    out.push_str("samples,seconds\n");
-    let optional = |on: bool, v: Option<f64>| match (on, v) {
-        (true, Some(v)) => format!("{v},"),
-        (true, None) => ",".to_string(),
-        (false, _) => String::new(),
-    };
+    let columns = MetricColumns::of(&file.settings);
+    let mut out = format!("method,scale,{}\n", columns.header());
     for m in &file.methods {
         for r in &m.rows {
-            out.push_str(&format!(
-                "{},{},{},{},{},{},{},{}{}{},{:.3}\n",
-                m.name,
-                r.scale,
-                r.accuracy,
-                r.fd,
-                r.precision,
-                r.recall,
-                r.diversity,
-                optional(with_fid, r.fid),
-                optional(with_cas, r.cas),
-                r.samples,
-                r.seconds
-            ));
+            out.push_str(&format!("{},{},{}\n", m.name, r.scale, columns.fields(r)));
         }
     }
     out
