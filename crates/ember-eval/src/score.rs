@@ -244,13 +244,8 @@ impl Tally<'_> {
 mod tests {
     use super::*;
     use crate::classifier::TrainSpec;
-    use crate::classifier::fixture::fixture;
+    use crate::classifier::fixture::labelled;
     use burn::data::dataset::Dataset;
-
-    fn labelled(n: usize, seed: u64) -> ImageDataset {
-        let (pixels, labels) = fixture(n, seed);
-        ImageDataset::from_parts(pixels, labels, 12, 12)
-    }
 
     /// CAS of "samples" that are real images is the same training on real images: the
     /// reference, exactly (same images, same order, same seed), and the same twice.

@@ -25,6 +25,12 @@ pub fn fixture(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     (pixels, labels)
 }
 
+/// `n` fixture images as an in-memory labelled set (no files, no split).
+pub fn labelled(n: usize, seed: u64) -> ImageDataset {
+    let (pixels, labels) = fixture(n, seed);
+    ImageDataset::from_parts(pixels, labels, 12, 12)
+}
+
 /// Writes `n` fixture images as the IDX split `prefix` (`train`, `t10k`) into `dir`.
 pub fn write_split(dir: &Path, prefix: &str, n: usize, seed: u64) {
     let (pixels, labels) = fixture(n, seed);

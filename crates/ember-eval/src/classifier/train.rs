@@ -251,14 +251,8 @@ fn cosine_lr(peak: f64, step: usize, total: usize) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::fixture;
+    use super::super::fixture::labelled;
     use super::*;
-
-    /// `n` images of the bar fixture as an in-memory labelled set (no files, no split).
-    fn labelled(n: usize, seed: u64) -> ImageDataset {
-        let (pixels, labels) = fixture(n, seed);
-        ImageDataset::from_parts(pixels, labels, 12, 12)
-    }
 
     #[test]
     fn trains_on_any_labelled_set_reproducibly() {
