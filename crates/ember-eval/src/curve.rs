@@ -164,7 +164,10 @@ pub fn run_curve(
     let previous = match json.is_file() {
         false => None,
         true => match CurveFile::read(&json) {
-            Ok(old) if old.settings == *s && old.scale == req.scale => Some(old),
+            Ok(old) if old.settings.matches(s) && old.scale == req.scale => Some(CurveFile {
+                settings: s.clone(),
+                ..old
+            }),
             Ok(old) if !req.restart => {
                 let mut differences = old.settings.differences(s);
                 if old.scale != req.scale {

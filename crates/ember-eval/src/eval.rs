@@ -115,9 +115,23 @@ impl EvalSettings {
     }
 
     /// `key: old -> new` for each differing field (`sampling.<key>` for sampling settings).
+    /// No [`differences`](Self::differences): the rows of `self` hold for `other`.
+    pub fn matches(&self, other: &Self) -> bool {
+        self.differences(other).is_empty()
+    }
+
+    /// A `[sample]` key added after a file was written counts as its default there: that is
+    /// how the file's rows were sampled, so results of older versions stay reusable.
     pub(crate) fn differences(&self, other: &Self) -> Vec<String> {
-        let a = serde_json::to_value(self).expect("settings serialise");
-        let b = serde_json::to_value(other).expect("settings serialise");
+        let defaults = Self::sampling_of(&SampleConfig::default());
+        let (mut a, mut b) = (self.clone(), other.clone());
+        for sampling in [&mut a.sampling, &mut b.sampling] {
+            for (key, value) in &defaults {
+                sampling.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+        let a = serde_json::to_value(&a).expect("settings serialise");
+        let b = serde_json::to_value(&b).expect("settings serialise");
         let mut out = Vec::new();
         diff_json("", &a, &b, &mut out);
         out
@@ -451,7 +465,11 @@ pub fn run_eval(
     let previous = if json_path.is_file() {
         let old = EvalFile::read(&json_path);
         match old {
-            Ok(old) if old.settings == *s => Some(old),
+            // Settings equal up to keys newer than the file: continued under today's names.
+            Ok(old) if old.settings.matches(s) => Some(EvalFile {
+                settings: s.clone(),
+                ..old
+            }),
             Ok(old) if !req.restart => {
                 return Err(EvalError::SettingsChanged {
                     path: json_path,
@@ -778,6 +796,24 @@ mod tests {
 
     fn settings() -> EvalSettings {
         settings_with(&SampleConfig::default())
+    }
+
+    #[test]
+    fn a_sampling_key_newer_than_the_file_counts_as_its_default() {
+        let current = settings();
+        let mut older = current.clone();
+        older.sampling.remove("guidance_method");
+        older.sampling.remove("apg_eta");
+        assert!(older.differences(&current).is_empty());
+        let mut apg = current.clone();
+        apg.sampling = EvalSettings::sampling_of(&SampleConfig {
+            guidance_method: ember_config::GuidanceMethod::Apg,
+            ..Default::default()
+        });
+        assert_eq!(
+            older.differences(&apg),
+            vec!["sampling.guidance_method: \"cfg\" -> \"apg\""]
+        );
     }
 
     #[test]

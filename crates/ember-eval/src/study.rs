@@ -232,7 +232,7 @@ fn resume(req: &StudyRequest, path: &Path) -> Result<Option<StudyFile>, EvalErro
         Err(_) if req.restart => return Ok(None),
         Err(e) => return Err(e),
     };
-    if file.settings != req.settings {
+    if !file.settings.matches(&req.settings) {
         if req.restart {
             return Ok(None);
         }
