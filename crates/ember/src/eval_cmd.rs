@@ -346,7 +346,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let mut sampled = 0usize;
     let mut sampling_seconds = 0.0;
     let file = run_eval(&request, &mut |p| match p {
-        Progress::Reference(r) => println!("{}", reference_line(&r)),
+        Progress::Reference(r) => println!("{}", reference_line(r)),
         Progress::Skipped(row) => println!("skipping scale {} (done)", row.scale),
         Progress::Sampling { scale, done, total } => {
             if total > args.batch_size {
@@ -359,7 +359,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             println!(
                 "scale {}: {} ({} samples in {:.1}s, {:.1}s per 1000) -> {}",
                 row.scale,
-                row_metrics(&row),
+                row_metrics(row),
                 row.samples,
                 row.seconds,
                 1000.0 * row.seconds / row.samples as f64,
@@ -555,7 +555,7 @@ fn compare_sources(dir: &Path, label: &str, config: &ExperimentConfig) -> Result
 /// Runs a curve and prints it as a table.
 fn curve(request: &CurveRequest, out_dir: &Path) -> Result<()> {
     let result = run_curve(request, &mut |p| match p {
-        CurveProgress::Reference(r) => println!("{}", reference_line(&r)),
+        CurveProgress::Reference(r) => println!("{}", reference_line(r)),
         CurveProgress::Skipped(p) => println!(
             "skipping {} {} ({:.1} min, done)",
             p.source,

@@ -120,7 +120,7 @@ pub(crate) fn run(study: Study, run_dir: &RunDir, config: &ExperimentConfig) -> 
     let start = Instant::now();
     let (mut sampled, mut seconds) = (0usize, 0.0);
     let file = run_study(&request, &mut |p| match p {
-        StudyProgress::Reference(r) => println!("{}", reference_line(&r)),
+        StudyProgress::Reference(r) => println!("{}", reference_line(r)),
         StudyProgress::Skipped { method, row } => {
             println!("skipping {method} at scale {} (done)", row.scale)
         }
@@ -140,7 +140,7 @@ pub(crate) fn run(study: Study, run_dir: &RunDir, config: &ExperimentConfig) -> 
             println!(
                 "{method} at scale {}: {} ({} samples in {:.1}s)",
                 row.scale,
-                row_metrics(&row),
+                row_metrics(row),
                 row.samples,
                 row.seconds
             );
