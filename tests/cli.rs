@@ -801,16 +801,7 @@ fn tensorboard_reads_the_events_grids_and_history_of_a_resumed_run() {
 #[test]
 fn eval_samples_what_sample_samples_with_every_guidance_option() {
     use ember_eval::eval::EvalFile;
-    let (dir, config, run) = trained_smoke_run("eval-options");
-    let out = ember(&[
-        "classifier",
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--epochs",
-        "1",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    let (dir, run) = judged_smoke_run("eval-options");
     let options = [
         "--negative-class",
         "1",
@@ -1158,16 +1149,7 @@ fn study(run: &Path, file: &Path, out: &Path, extra: &[&str]) -> Output {
 #[test]
 fn a_guidance_study_compares_methods_resumes_and_refuses_a_mismatched_weak_model() {
     use ember_eval::study::StudyFile;
-    let (dir, config, run) = trained_smoke_run("study");
-    let out = ember(&[
-        "classifier",
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--epochs",
-        "1",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    let (dir, run) = judged_smoke_run("study");
     // CFG, and autoguidance whose weak model is the run's checkpoint of step 2.
     let study_file = dir.join("study.toml");
     let write_study = |weak_run: &Path, weak_step: usize| {
@@ -1362,16 +1344,7 @@ fn a_guidance_study_compares_methods_resumes_and_refuses_a_mismatched_weak_model
 #[test]
 fn checkpoint_curve_scores_every_checkpoint_and_exported_samples_and_resumes() {
     use ember_io::{GridImage, write_png};
-    let (dir, config, run) = trained_smoke_run("curve");
-    let out = ember(&[
-        "classifier",
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--epochs",
-        "1",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    let (dir, run) = judged_smoke_run("curve");
     // Two images per class as another program would export them.
     let twin = dir.join("twin");
     for class in 0..10 {

@@ -152,6 +152,22 @@ pub fn trained_smoke_run(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     (dir, config, run)
 }
 
+/// [`trained_smoke_run`] plus its domain classifier (one epoch, beside the data, asserted to
+/// succeed): what `ember eval` needs. Returns `(dir, run)`.
+pub fn judged_smoke_run(name: &str) -> (PathBuf, PathBuf) {
+    let (dir, config, run) = trained_smoke_run(name);
+    let out = ember(&[
+        "classifier",
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    (dir, run)
+}
+
 /// `n` seeded CIFAR-10 records (32x32 RGB, labels cycling through `classes`) as one batch file.
 pub fn cifar_batch(n: usize, classes: u8, seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(seed);
