@@ -6,7 +6,11 @@ use crate::{MonitorError, StepReport};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub const HEADER: &str =
+pub const HEADER: &str = "step,loss,smoothed_loss,learning_rate,grad_norm,images_per_second,\
+elapsed_seconds,training_seconds";
+/// The header before `training_seconds` existed; such files are still read (and upgraded when
+/// the run is resumed).
+const HEADER_V1: &str =
     "step,loss,smoothed_loss,learning_rate,grad_norm,images_per_second,elapsed_seconds";
 
 /// One row of `metrics.csv`.
@@ -18,26 +22,34 @@ pub struct HistoryRow {
     pub learning_rate: f64,
     pub grad_norm: f64,
     pub images_per_second: f64,
+    /// Seconds since this process started training.
     pub elapsed_seconds: f64,
+    /// Seconds of training up to this step over every session of the run: the time of the
+    /// sessions before this one (up to the checkpoint each resume started from) plus
+    /// `elapsed_seconds`.
+    pub training_seconds: f64,
 }
 
 impl HistoryRow {
     fn to_csv(&self) -> String {
         format!(
-            "{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{}",
             self.step,
             self.loss,
             self.smoothed_loss,
             self.learning_rate,
             self.grad_norm,
             self.images_per_second,
-            self.elapsed_seconds
+            self.elapsed_seconds,
+            self.training_seconds
         )
     }
 
-    fn parse(line: &str) -> Option<Self> {
+    /// A row of `columns` fields (8, or 7 in a file written before `training_seconds`, which
+    /// is then left NaN for `read_rows` to fill in).
+    fn parse(line: &str, columns: usize) -> Option<Self> {
         let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 7 {
+        if f.len() != columns {
             return None;
         }
         let num = |i: usize| f[i].parse::<f64>().ok();
@@ -49,6 +61,7 @@ impl HistoryRow {
             grad_norm: num(4)?,
             images_per_second: num(5)?,
             elapsed_seconds: num(6)?,
+            training_seconds: if columns == 8 { num(7)? } else { f64::NAN },
         })
     }
 }
@@ -102,36 +115,51 @@ pub fn read_rows(path: &Path) -> Result<Vec<HistoryRow>, MonitorError> {
             });
         }
     };
+    let format_error = |message: String| MonitorError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let (header, columns) = match text.lines().next() {
+        None => return Ok(Vec::new()),
+        Some(HEADER) => (HEADER, 8),
+        Some(HEADER_V1) => (HEADER_V1, 7),
+        Some(_) => return Err(format_error(format!("line 1: expected {HEADER}"))),
+    };
     let lines = text.lines().count();
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
-        match HistoryRow::parse(line) {
+        match HistoryRow::parse(line, columns) {
             Some(row) => rows.push(row),
             None if i + 1 == lines => {}
-            None => {
-                return Err(MonitorError::Format {
-                    path: path.to_path_buf(),
-                    message: format!("line {}: expected {HEADER}", i + 1),
-                });
-            }
+            None => return Err(format_error(format!("line {}: expected {header}", i + 1))),
         }
+    }
+    if columns == 7 {
+        fill_training_seconds_v1(&mut rows);
     }
     Ok(rows)
 }
 
-/// Seconds of training up to each step: `elapsed_seconds` restarts with every process of a
-/// resumed run, so each session's time is added to the sessions before it.
-pub fn training_seconds(rows: &[HistoryRow]) -> Vec<(usize, f64)> {
-    let mut out = Vec::with_capacity(rows.len());
+/// Training time for a file written before `training_seconds` existed. Only `elapsed_seconds`
+/// is there, which restarts with every process; a restart is recognised where it goes down.
+/// (A session killed before it logged more time than the next one's first step is missed:
+/// the reason the column now exists.)
+fn fill_training_seconds_v1(rows: &mut [HistoryRow]) {
     let (mut offset, mut last) = (0.0, 0.0);
     for row in rows {
         if row.elapsed_seconds < last {
             offset += last;
         }
         last = row.elapsed_seconds;
-        out.push((row.step, offset + row.elapsed_seconds));
+        row.training_seconds = offset + row.elapsed_seconds;
     }
-    out
+}
+
+/// Seconds of training up to each step, over every session of the run.
+pub fn training_seconds(rows: &[HistoryRow]) -> Vec<(usize, f64)> {
+    rows.iter()
+        .map(|row| (row.step, row.training_seconds))
+        .collect()
 }
 
 /// `metrics.csv` of a run, open for appending.
@@ -140,6 +168,8 @@ pub struct History {
     file: std::fs::File,
     rows: Vec<HistoryRow>,
     smoother: Smoother,
+    /// Training seconds of the sessions before this one, up to the step it resumed from.
+    earlier_seconds: f64,
 }
 
 impl History {
@@ -156,7 +186,8 @@ impl History {
         for row in &rows {
             smoother.update(row.loss);
         }
-        // Rewrite the kept rows atomically, then append to that file.
+        let earlier_seconds = rows.last().map_or(0.0, |row| row.training_seconds);
+        // Rewrite the kept rows atomically (in the current format), then append to that file.
         let mut text = format!("{HEADER}\n");
         for row in &rows {
             text.push_str(&row.to_csv());
@@ -172,6 +203,7 @@ impl History {
             file,
             rows,
             smoother,
+            earlier_seconds,
         })
     }
 
@@ -185,6 +217,7 @@ impl History {
             grad_norm: r.grad_norm,
             images_per_second: r.images_per_second,
             elapsed_seconds: r.elapsed_seconds,
+            training_seconds: self.earlier_seconds + r.elapsed_seconds,
         };
         writeln!(self.file, "{}", row.to_csv()).map_err(|source| MonitorError::Io {
             path: self.path.clone(),
@@ -221,29 +254,62 @@ mod tests {
         }
     }
 
+    fn temp_csv(name: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("ember-history-{name}-{}.csv", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
     #[test]
-    fn training_time_adds_up_across_resumed_sessions() {
-        let row = |step, elapsed_seconds| HistoryRow {
-            step,
-            loss: 1.0,
-            smoothed_loss: 1.0,
-            learning_rate: 1e-3,
-            grad_norm: 1.0,
-            images_per_second: 1.0,
+    fn training_time_adds_up_across_resumed_sessions_even_a_short_one() {
+        let path = temp_csv("sessions");
+        let at = |step: usize, elapsed_seconds: f64| StepReport {
             elapsed_seconds,
+            ..report(step, 1.0)
         };
-        // Steps 1-3 in the first process, 4-5 after a resume from step 3.
-        let rows = [
-            row(1, 2.0),
-            row(2, 4.0),
-            row(3, 6.0),
-            row(4, 1.5),
-            row(5, 3.0),
-        ];
+        // Session 1: steps 1-3 (checkpoint at 3). Session 2 resumes from 3 and is killed after
+        // step 4, having logged less time than session 3's first step: the case a restart
+        // detected by elapsed time going down misses. Session 3 resumes from step 4.
+        let mut h = History::open(&path, 0, 0.9).unwrap();
+        for (step, t) in [(1, 10.0), (2, 20.0), (3, 30.0)] {
+            h.record(&at(step, t)).unwrap();
+        }
+        drop(h);
+        let mut h = History::open(&path, 3, 0.9).unwrap();
+        h.record(&at(4, 0.5)).unwrap();
+        drop(h);
+        let mut h = History::open(&path, 4, 0.9).unwrap();
+        h.record(&at(5, 9.0)).unwrap();
+        drop(h);
         assert_eq!(
-            training_seconds(&rows),
-            vec![(1, 2.0), (2, 4.0), (3, 6.0), (4, 7.5), (5, 9.0)]
+            training_seconds(&read_rows(&path).unwrap()),
+            vec![(1, 10.0), (2, 20.0), (3, 30.0), (4, 30.5), (5, 39.5)]
         );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_file_from_before_the_training_time_column_is_read_and_upgraded_on_resume() {
+        let path = temp_csv("v1");
+        // Steps 1-3 in the first process, 4-5 after a resume from step 3.
+        let rows = [(1, 2.0), (2, 4.0), (3, 6.0), (4, 1.5), (5, 3.0)];
+        let mut text = format!("{HEADER_V1}\n");
+        for (step, elapsed) in rows {
+            text.push_str(&format!("{step},1,1,0.001,1,1,{elapsed}\n"));
+        }
+        std::fs::write(&path, text).unwrap();
+        let expected = vec![(1, 2.0), (2, 4.0), (3, 6.0), (4, 7.5), (5, 9.0)];
+        assert_eq!(training_seconds(&read_rows(&path).unwrap()), expected);
+
+        let mut resumed = History::open(&path, 5, 0.9).unwrap();
+        resumed.record(&report(6, 1.0)).unwrap();
+        drop(resumed);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(&format!("{HEADER}\n")), "{text}");
+        let mut upgraded = expected;
+        upgraded.push((6, 15.0));
+        assert_eq!(training_seconds(&read_rows(&path).unwrap()), upgraded);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
@@ -264,8 +330,15 @@ mod tests {
         for step in 1..=6 {
             straight.record(&report(step, step as f64)).unwrap();
         }
-        let expected = straight.rows().to_vec();
+        let mut expected = straight.rows().to_vec();
         drop(straight);
+        // The resumed process's clock starts again; its training time carries on.
+        let restarted = |step: usize| StepReport {
+            elapsed_seconds: (step - 4) as f64,
+            ..report(step, step as f64)
+        };
+        expected[4].elapsed_seconds = 1.0;
+        expected[5].elapsed_seconds = 2.0;
 
         // A run killed after step 6 whose last checkpoint was at step 4, plus a torn line.
         let mut text = std::fs::read_to_string(&path).unwrap();
@@ -273,8 +346,8 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let mut resumed = History::open(&path, 4, 0.9).unwrap();
         assert_eq!(resumed.rows(), &expected[..4]);
-        resumed.record(&report(5, 5.0)).unwrap();
-        resumed.record(&report(6, 6.0)).unwrap();
+        resumed.record(&restarted(5)).unwrap();
+        resumed.record(&restarted(6)).unwrap();
         assert_eq!(resumed.rows(), &expected[..]);
         drop(resumed);
         let reread = History::open(&path, usize::MAX, 0.9).unwrap();
@@ -286,7 +359,7 @@ mod tests {
     fn a_damaged_line_in_the_middle_is_an_error_naming_it() {
         let path =
             std::env::temp_dir().join(format!("ember-history-bad-{}.csv", std::process::id()));
-        std::fs::write(&path, format!("{HEADER}\n1,x,1,1,1,1,1\n2,1,1,1,1,1,1\n")).unwrap();
+        std::fs::write(&path, format!("{HEADER}\n1,x,1,1,1,1,1,1\n2,1,1,1,1,1,1,1\n")).unwrap();
         let err = History::open(&path, 10, 0.9).err().unwrap().to_string();
         assert!(err.contains("line 2"), "{err}");
         std::fs::remove_file(&path).unwrap();
