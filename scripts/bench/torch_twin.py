@@ -329,8 +329,14 @@ class Schedule:
         for t in timesteps.tolist():
             snr = self.snr(t)
             clipped = min(snr, gamma)
-            out.append({"epsilon": clipped / snr, "v": clipped / (snr + 1.0), "x0": clipped}[
-                self.prediction])
+            # Only the objective's own weight: epsilon's divides by an SNR that is 0 at the
+            # last step of a zero-terminal-SNR schedule (used with v only).
+            if self.prediction == "epsilon":
+                out.append(clipped / snr)
+            elif self.prediction == "v":
+                out.append(clipped / (snr + 1.0))
+            else:
+                out.append(clipped)
         return torch.tensor(out, dtype=torch.float32)
 
     def output_to_x0(self, out, x, t):
@@ -459,7 +465,10 @@ def ddim(model, schedule, x, labels, scale, steps, eta, marks=None, generator=No
          spacing="trailing"):
     """DDIM with plain classifier-free guidance (crates/ember-sample/src/ddim.rs)."""
     null_labels = torch.full_like(labels, model.null_class)
-    ts = ddim_timesteps(len(schedule), steps, spacing)
+    if spacing == "karras":  # the quality configs' spacing (their sampler is DPM++, below)
+        ts = karras_timesteps(schedule, steps)
+    else:
+        ts = ddim_timesteps(len(schedule), steps, spacing)
     for i, t in enumerate(ts):
         if marks is not None:
             marks.append(time.perf_counter())
