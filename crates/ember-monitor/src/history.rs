@@ -255,7 +255,8 @@ mod tests {
     }
 
     fn temp_csv(name: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!("ember-history-{name}-{}.csv", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("ember-history-{name}-{}.csv", std::process::id()));
         let _ = std::fs::remove_file(&path);
         path
     }
@@ -359,7 +360,11 @@ mod tests {
     fn a_damaged_line_in_the_middle_is_an_error_naming_it() {
         let path =
             std::env::temp_dir().join(format!("ember-history-bad-{}.csv", std::process::id()));
-        std::fs::write(&path, format!("{HEADER}\n1,x,1,1,1,1,1,1\n2,1,1,1,1,1,1,1\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("{HEADER}\n1,x,1,1,1,1,1,1\n2,1,1,1,1,1,1,1\n"),
+        )
+        .unwrap();
         let err = History::open(&path, 10, 0.9).err().unwrap().to_string();
         assert!(err.contains("line 2"), "{err}");
         std::fs::remove_file(&path).unwrap();
