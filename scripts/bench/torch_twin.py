@@ -879,6 +879,13 @@ def mode_check(cfg, args):
                ref["sample.labels"].long(), cfg["sample"]["guidance_scale"], steps,
                cfg["sample"]["eta"], spacing=cfg["sample"].get("spacing", "trailing"))
     expect("ddim_rel_err", rel_err(out, ref["sample.out"]), 1e-4)
+    # The same start and timesteps through DPM-Solver++(2M), the quality configs' sampler.
+    schedule, spacing = Schedule(cfg["diffusion"]), cfg["sample"].get("spacing", "trailing")
+    ts = (karras_timesteps(schedule, steps) if spacing == "karras"
+          else ddim_timesteps(len(schedule), steps, spacing))
+    out = dpmpp_2m(model.eval(), schedule, ref["sample.x_start"], ref["sample.labels"].long(),
+                   cfg["sample"]["guidance_scale"], ts)
+    expect("dpmpp_2m_rel_err", rel_err(out, ref["sample.dpm_out"]), 1e-4)
 
     report["ok"] = not failures
     report["failures"] = failures

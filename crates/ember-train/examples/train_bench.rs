@@ -34,7 +34,7 @@ use ember_data::ImageBatch;
 use ember_model::rng::{Rng, Stream, derive_seed};
 use ember_model::{UNet, UNetConfig, labels_tensor};
 use ember_sample::guidance::ClassifierFreeGuidance;
-use ember_sample::samplers::{Ddim, Sampler};
+use ember_sample::samplers::{Ddim, DpmSolverPp2m, Sampler};
 use ember_sample::timesteps::timesteps;
 use ember_sample::{Denoiser, NoiseSource, SeededNoise};
 use ember_train::Trainer;
@@ -500,6 +500,14 @@ fn check(config: ExperimentConfig, args: &Args) {
         &ember_sample::timesteps::timesteps(&schedule, sample_steps, config.sample.spacing),
         &mut SeededNoise::for_rows(14, b),
     );
+    // 5. The same start through DPM-Solver++(2M), the quality configs' sampler, on the same
+    // visited timesteps (the config's spacing).
+    let dpm_sampled = DpmSolverPp2m.sample(
+        &guided,
+        x_start.clone(),
+        &ember_sample::timesteps::timesteps(&schedule, sample_steps, config.sample.spacing),
+        &mut SeededNoise::for_rows(14, b),
+    );
 
     let as_f32 = |v: &[usize]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
     let scalar = |name: &str, v: f64| (name.to_string(), vec![1], vec![v as f32]);
@@ -521,6 +529,7 @@ fn check(config: ExperimentConfig, args: &Args) {
         ("sample.labels".to_string(), vec![b], as_f32(&sample_labels)),
         scalar("sample.steps", sample_steps as f64),
         entry("sample.out", sampled),
+        entry("sample.dpm_out", dpm_sampled),
     ];
     tensors.extend(grad_tensors);
     tensors.extend(named(&trainer.model.valid(), "after.model."));
