@@ -465,10 +465,7 @@ def ddim(model, schedule, x, labels, scale, steps, eta, marks=None, generator=No
          spacing="trailing"):
     """DDIM with plain classifier-free guidance (crates/ember-sample/src/ddim.rs)."""
     null_labels = torch.full_like(labels, model.null_class)
-    if spacing == "karras":  # the quality configs' spacing (their sampler is DPM++, below)
-        ts = karras_timesteps(schedule, steps)
-    else:
-        ts = ddim_timesteps(len(schedule), steps, spacing)
+    ts = visited_timesteps(schedule, steps, spacing)
     for i, t in enumerate(ts):
         if marks is not None:
             marks.append(time.perf_counter())
@@ -502,6 +499,14 @@ def karras_timesteps(schedule, steps: int):
         if not ts or ts[-1] != best:
             ts.append(best)
     return ts
+
+
+def visited_timesteps(schedule, steps: int, spacing: str):
+    """The timesteps a sampler visits for `sample.spacing`, as crates/ember-sample/src/
+    timesteps.rs `timesteps`: Karras noise levels, or the DDIM spacings."""
+    if spacing == "karras":
+        return karras_timesteps(schedule, steps)
+    return ddim_timesteps(len(schedule), steps, spacing)
 
 
 @torch.inference_mode()
@@ -747,9 +752,9 @@ def mode_train_curve(cfg, args):
             chunk = jobs[first:first + 250]
             ys = torch.tensor([k for k, _ in chunk])
             x = torch.randn((len(chunk), c, size, size), generator=gen)
-            if s_cfg.get("sampler") == "dpmpp-2m" and s_cfg.get("spacing") == "karras":
-                out = dpmpp_2m(model, schedule, x, ys, args.guidance,
-                               karras_timesteps(schedule, s_cfg["steps"]))
+            if s_cfg.get("sampler") == "dpmpp-2m":
+                out = dpmpp_2m(model, schedule, x, ys, args.guidance, visited_timesteps(
+                    schedule, s_cfg["steps"], s_cfg.get("spacing", "trailing")))
             else:
                 out = ddim(model, schedule, x, ys, args.guidance, s_cfg["steps"], 0.0,
                            spacing=s_cfg.get("spacing", "trailing"))
@@ -880,9 +885,8 @@ def mode_check(cfg, args):
                cfg["sample"]["eta"], spacing=cfg["sample"].get("spacing", "trailing"))
     expect("ddim_rel_err", rel_err(out, ref["sample.out"]), 1e-4)
     # The same start and timesteps through DPM-Solver++(2M), the quality configs' sampler.
-    schedule, spacing = Schedule(cfg["diffusion"]), cfg["sample"].get("spacing", "trailing")
-    ts = (karras_timesteps(schedule, steps) if spacing == "karras"
-          else ddim_timesteps(len(schedule), steps, spacing))
+    schedule = Schedule(cfg["diffusion"])
+    ts = visited_timesteps(schedule, steps, cfg["sample"].get("spacing", "trailing"))
     out = dpmpp_2m(model.eval(), schedule, ref["sample.x_start"], ref["sample.labels"].long(),
                    cfg["sample"]["guidance_scale"], ts)
     expect("dpmpp_2m_rel_err", rel_err(out, ref["sample.dpm_out"]), 1e-4)

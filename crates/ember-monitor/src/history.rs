@@ -325,8 +325,7 @@ mod tests {
 
     #[test]
     fn resume_cuts_back_to_the_checkpoint_and_continues_the_average() {
-        let path = std::env::temp_dir().join(format!("ember-history-{}.csv", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let path = temp_csv("resume");
         let mut straight = History::open(&path, 0, 0.9).unwrap();
         for step in 1..=6 {
             straight.record(&report(step, step as f64)).unwrap();
@@ -358,8 +357,7 @@ mod tests {
 
     #[test]
     fn a_damaged_line_in_the_middle_is_an_error_naming_it() {
-        let path =
-            std::env::temp_dir().join(format!("ember-history-bad-{}.csv", std::process::id()));
+        let path = temp_csv("bad");
         std::fs::write(
             &path,
             format!("{HEADER}\n1,x,1,1,1,1,1,1\n2,1,1,1,1,1,1,1\n"),

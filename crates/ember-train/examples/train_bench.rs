@@ -491,21 +491,22 @@ fn check(config: ExperimentConfig, args: &Args) {
         &device,
     )
     .reshape([b, c, s, s]);
+    let visited =
+        ember_sample::timesteps::timesteps(&schedule, sample_steps, config.sample.spacing);
     let sampled = Ddim {
         eta: config.sample.eta,
     }
     .sample(
         &guided,
         x_start.clone(),
-        &ember_sample::timesteps::timesteps(&schedule, sample_steps, config.sample.spacing),
+        &visited,
         &mut SeededNoise::for_rows(14, b),
     );
-    // 5. The same start through DPM-Solver++(2M), the quality configs' sampler, on the same
-    // visited timesteps (the config's spacing).
+    // 5. The same start and timesteps through DPM-Solver++(2M), the quality configs' sampler.
     let dpm_sampled = DpmSolverPp2m.sample(
         &guided,
         x_start.clone(),
-        &ember_sample::timesteps::timesteps(&schedule, sample_steps, config.sample.spacing),
+        &visited,
         &mut SeededNoise::for_rows(14, b),
     );
 
