@@ -1,82 +1,26 @@
-//! 2-D convolution (groups 1, dilation 1) as one small matrix product per image, NCHW in and
-//! out, images split over the threads.
+//! 2-D convolution (groups 1, dilation 1) as small matrix products over a group of images,
+//! NCHW in and out, groups split over the threads.
 //!
 //! burn-flex 0.22.1 re-lays out the whole input (NCHW -> NHWC) and kernel on the calling thread
 //! before each convolution, and Burn computes the weight gradient as a convolution with an
-//! H x W "kernel" (a product with 9 output columns). Here each image is one task:
-//! - forward: `y_n[O, L] = W[O, K] col(x_n)[K, L] + b` (`K = C kh kw`, `L = Ho Wo`),
-//! - weight gradient: `dW += dy_n[O, L] col(x_n)^T[L, K]`, accumulated per task of a fixed
+//! H x W "kernel" (a product with 9 output columns). Here a group of `G` images is one product,
+//! their patch matrices side by side (`P = G L` columns; `K = C kh kw`, `L = Ho Wo`):
+//! - forward: `y[O, P] = W[O, K] col(x)[K, P] + b`,
+//! - weight gradient: `dW += dy[O, P] col(x)^T[P, K]`, accumulated per task of a fixed
 //!   number of images and summed in task order, so results do not depend on the thread count,
-//! - input gradient: `dx_n = col2im(W^T[K, O] dy_n[O, L])`.
+//! - input gradient: `dx = col2im(W^T[K, O] dy[O, P])`.
 //!
-//! A 1x1 convolution with stride 1 and no padding skips im2col: `col(x_n)` is `x_n` itself.
+//! `G` is 1 for large images; small ones (14x14, 7x7) are grouped so that the products are not
+//! dominated by packing the weights and by reading and writing `dW` once per 49 pixels
+//! ([`ConvShape::images_per_product`]). A 1x1 convolution with stride 1 and no padding of a
+//! single image skips im2col: `col(x_n)` is `x_n` itself.
+
+pub use super::shape::ConvShape;
 
 use super::gemm::{Operand, matmul};
+use super::winograd;
 use super::with_scratch;
 use rayon::prelude::*;
-
-/// Geometry of one convolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvShape {
-    pub batch: usize,
-    pub c_in: usize,
-    pub h: usize,
-    pub w: usize,
-    pub c_out: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: usize,
-    pub padding: usize,
-}
-
-impl ConvShape {
-    pub fn h_out(&self) -> usize {
-        (self.h + 2 * self.padding - self.kh) / self.stride + 1
-    }
-
-    pub fn w_out(&self) -> usize {
-        (self.w + 2 * self.padding - self.kw) / self.stride + 1
-    }
-
-    /// Rows of the im2col matrix (inner dimension of the products).
-    fn k(&self) -> usize {
-        self.c_in * self.kh * self.kw
-    }
-
-    /// Output pixels per channel.
-    fn l(&self) -> usize {
-        self.h_out() * self.w_out()
-    }
-
-    fn image_len(&self) -> usize {
-        self.c_in * self.h * self.w
-    }
-
-    /// Stride 1 and an output of the input's size (e.g. 3x3 with padding 1).
-    fn same_size(&self) -> bool {
-        self.stride == 1 && self.h_out() == self.h && self.w_out() == self.w
-    }
-
-    fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
-    }
-
-    /// The range of output columns `ow` whose input column `ow * stride + kj - padding` lies
-    /// inside the image, for any stride.
-    fn strided_columns(&self, kj: usize) -> std::ops::Range<usize> {
-        // ow * stride + kj >= padding  and  ow * stride + kj < w + padding.
-        let lo = self
-            .padding
-            .saturating_sub(kj)
-            .div_ceil(self.stride)
-            .min(self.w_out());
-        let hi = (self.w + self.padding)
-            .saturating_sub(kj)
-            .div_ceil(self.stride)
-            .min(self.w_out());
-        lo..hi.max(lo)
-    }
-}
 
 /// Where one line of the patch matrix reads from: its output columns `valid` take input
 /// columns `first, first + stride, ...` of the input line starting at `line` (an offset in the
@@ -87,11 +31,12 @@ struct Segment {
     first: usize,
 }
 
-/// Calls `f(offset, segment)` for every output-row-long line of the `[K, L]` patch matrix, in
-/// order (`offset` into the matrix; `segment` None when the whole line reads padding). im2col
-/// and its adjoint col2im are both this walk, one copying and one adding.
-fn for_each_patch_line(s: &ConvShape, mut f: impl FnMut(usize, Option<Segment>)) {
-    let mut offset = 0;
+/// Calls `f(offset, segment)` for every output-row-long line of one image's `[K, L]` patch
+/// matrix, in order (`offset` into a matrix whose rows are `row_len >= L` long; `segment` None
+/// when the whole line reads padding). im2col and its adjoint col2im are both this walk, one
+/// copying and one adding.
+fn for_each_patch_line(s: &ConvShape, row_len: usize, mut f: impl FnMut(usize, Option<Segment>)) {
+    let mut row = 0;
     for c in 0..s.c_in {
         for ki in 0..s.kh {
             for kj in 0..s.kw {
@@ -104,21 +49,22 @@ fn for_each_patch_line(s: &ConvShape, mut f: impl FnMut(usize, Option<Segment>))
                         valid: valid.clone(),
                         first: valid.start * s.stride + kj - s.padding,
                     });
-                    f(offset, segment);
-                    offset += s.w_out();
+                    f(row * row_len + oh * s.w_out(), segment);
                 }
+                row += 1;
             }
         }
     }
 }
 
-/// Writes the `[K, L]` patch matrix of one image into `col`.
-fn im2col(s: &ConvShape, x: &[f32], col: &mut [f32]) {
+/// Writes the `[K, L]` patch matrix of one image into `col`, whose rows are `row_len` long
+/// (`L` for one image; `G L` when `col` starts at the image's columns of a group's matrix).
+fn im2col(s: &ConvShape, x: &[f32], col: &mut [f32], row_len: usize) {
     if s.same_size() {
-        return im2col_same(s, x, col);
+        return im2col_same(s, x, col, row_len);
     }
     let wo = s.w_out();
-    for_each_patch_line(s, |at, segment| {
+    for_each_patch_line(s, row_len, |at, segment| {
         let out = &mut col[at..at + wo];
         let Some(segment) = segment else {
             out.fill(0.0);
@@ -141,15 +87,16 @@ fn im2col(s: &ConvShape, x: &[f32], col: &mut [f32]) {
 /// columns, so it is one long copy, after which the pixels that fell outside the image (whole
 /// rows at the top or bottom, one column that wrapped around from the neighbouring row) are
 /// zeroed.
-fn im2col_same(s: &ConvShape, x: &[f32], col: &mut [f32]) {
+fn im2col_same(s: &ConvShape, x: &[f32], col: &mut [f32], row_len: usize) {
     let (h, w, p) = (s.h as isize, s.w as isize, s.padding as isize);
     let plane = s.h * s.w;
-    let mut rows = col.chunks_exact_mut(plane);
+    let mut r = 0;
     for c in 0..s.c_in {
         let src = &x[c * plane..(c + 1) * plane];
         for ki in 0..s.kh as isize {
             for kj in 0..s.kw as isize {
-                let row = rows.next().expect("K rows");
+                let row = &mut col[r * row_len..r * row_len + plane];
+                r += 1;
                 let (di, dj) = (ki - p, kj - p);
                 let shift = di * w + dj;
                 // row[i] = src[i + shift] wherever that index exists.
@@ -191,15 +138,16 @@ fn zero_outside(s: &ConvShape, row: &mut [f32], di: isize, dj: isize) {
 
 /// The adjoint of [`im2col_same`]: zero the entries whose source lies outside the image, then
 /// add each row back into its channel's plane with one long shifted add.
-fn col2im_same(s: &ConvShape, col: &mut [f32], dx: &mut [f32]) {
+fn col2im_same(s: &ConvShape, col: &mut [f32], row_len: usize, dx: &mut [f32]) {
     let (h, w, p) = (s.h as isize, s.w as isize, s.padding as isize);
     let plane = s.h * s.w;
-    let mut rows = col.chunks_exact_mut(plane);
+    let mut r = 0;
     for c in 0..s.c_in {
         let dst = &mut dx[c * plane..(c + 1) * plane];
         for ki in 0..s.kh as isize {
             for kj in 0..s.kw as isize {
-                let row = rows.next().expect("K rows");
+                let row = &mut col[r * row_len..r * row_len + plane];
+                r += 1;
                 let (di, dj) = (ki - p, kj - p);
                 zero_outside(s, row, di, dj);
                 let shift = di * w + dj;
@@ -216,13 +164,13 @@ fn col2im_same(s: &ConvShape, col: &mut [f32], dx: &mut [f32]) {
     }
 }
 
-/// Adds the `[K, L]` patch-gradient matrix of one image into its input gradient `dx`
-/// (the adjoint of [`im2col`]); `col` is scratch and may be modified.
-fn col2im(s: &ConvShape, col: &mut [f32], dx: &mut [f32]) {
+/// Adds one image's `[K, L]` patch-gradient matrix (rows `row_len` long, as in [`im2col`]) into
+/// its input gradient `dx` (the adjoint of [`im2col`]); `col` is scratch and may be modified.
+fn col2im(s: &ConvShape, col: &mut [f32], row_len: usize, dx: &mut [f32]) {
     if s.same_size() {
-        return col2im_same(s, col, dx);
+        return col2im_same(s, col, row_len, dx);
     }
-    for_each_patch_line(s, |at, segment| {
+    for_each_patch_line(s, row_len, |at, segment| {
         if let Some(segment) = segment {
             let grads = &col[at + segment.valid.start..at + segment.valid.end];
             let line = &mut dx[segment.line..segment.line + s.w];
@@ -237,42 +185,98 @@ fn col2im(s: &ConvShape, col: &mut [f32], dx: &mut [f32]) {
     });
 }
 
+/// Lays out the `[rows, L]` matrices of `images` consecutive images (`per_image` = `rows L`
+/// floats each) side by side as one `[rows, images L]` matrix.
+fn gather(images: &[f32], rows: usize, l: usize, out: &mut [f32]) {
+    let count = images.len() / (rows * l);
+    for (j, image) in images.chunks_exact(rows * l).enumerate() {
+        for (r, line) in image.chunks_exact(l).enumerate() {
+            let at = r * count * l + j * l;
+            out[at..at + l].copy_from_slice(line);
+        }
+    }
+}
+
+/// The inverse of [`gather`]: splits a `[rows, images L]` matrix into per-image `[rows, L]`
+/// matrices, adding `bias[r]` to row `r` (an empty `bias` adds nothing).
+fn scatter(side_by_side: &[f32], rows: usize, l: usize, bias: &[f32], images: &mut [f32]) {
+    let count = images.len() / (rows * l);
+    for (j, image) in images.chunks_exact_mut(rows * l).enumerate() {
+        for (r, line) in image.chunks_exact_mut(l).enumerate() {
+            let at = r * count * l + j * l;
+            let from = &side_by_side[at..at + l];
+            match bias.get(r) {
+                Some(&b) => line.iter_mut().zip(from).for_each(|(y, &v)| *y = v + b),
+                None => line.copy_from_slice(from),
+            }
+        }
+    }
+}
+
+/// Writes the side-by-side `[K, images L]` patch matrix of `images` consecutive images.
+fn im2col_group(s: &ConvShape, images: &[f32], col: &mut [f32]) {
+    let count = images.len() / s.image_len();
+    let row_len = count * s.l();
+    for (j, x_n) in images.chunks_exact(s.image_len()).enumerate() {
+        im2col(s, x_n, &mut col[j * s.l()..], row_len);
+    }
+}
+
 /// `y = conv(x, weight) + bias`, shapes `[N, C, H, W]`, `[O, C, kh, kw]`, `[O]` -> `[N, O, Ho, Wo]`.
 pub fn forward(s: &ConvShape, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
     let (k, l, o) = (s.k(), s.l(), s.c_out);
     assert_eq!(x.len(), s.batch * s.image_len());
     assert_eq!(weight.len(), o * k);
     assert_eq!(bias.len(), o);
+    if winograd::applies(s) {
+        return winograd::forward(s, x, weight, Some(bias));
+    }
     let mut y = super::zeros(s.batch * o * l);
-    let col_len = if s.pointwise() { 0 } else { k * l };
-    y.par_chunks_mut(o * l).enumerate().for_each(|(n, y_n)| {
-        with_scratch(col_len, 0, |col, _| {
-            let x_n = &x[n * s.image_len()..(n + 1) * s.image_len()];
-            for (row, &b) in y_n.chunks_exact_mut(l).zip(bias) {
-                row.fill(b);
-            }
-            let col: &[f32] = if s.pointwise() {
-                x_n
-            } else {
-                im2col(s, x_n, col);
-                col
-            };
-            // SAFETY: weight is [O, K] and col [K, L], both checked above.
-            unsafe {
-                // y_n^T[L, O] = col^T[L, K] W^T[K, O].
-                matmul(
-                    l,
-                    o,
-                    k,
-                    y_n,
-                    true,
-                    true,
-                    Operand::transposed(col, l),
-                    Operand::transposed(weight, k),
-                );
-            }
-        })
-    });
+    let g = s.images_per_product();
+    y.par_chunks_mut(g * o * l)
+        .zip(x.par_chunks(g * s.image_len()))
+        .for_each(|(y_g, x_g)| {
+            let images = y_g.len() / (o * l);
+            let p = images * l;
+            let in_place = images == 1 && s.pointwise();
+            let col_len = if in_place { 0 } else { k * p };
+            let out_len = if images == 1 { 0 } else { o * p };
+            with_scratch([col_len, out_len], |[col, out]| {
+                let col: &[f32] = if in_place {
+                    x_g
+                } else {
+                    im2col_group(s, x_g, col);
+                    col
+                };
+                // One image writes its output in place, after the bias; a group writes a
+                // side-by-side [O, P] matrix that is then split per image.
+                let dst = if images == 1 {
+                    for (row, &b) in y_g.chunks_exact_mut(l).zip(bias) {
+                        row.fill(b);
+                    }
+                    &mut *y_g
+                } else {
+                    &mut *out
+                };
+                // SAFETY: weight is [O, K] and col [K, P], both checked above.
+                unsafe {
+                    // dst^T[P, O] = col^T[P, K] W^T[K, O].
+                    matmul(
+                        p,
+                        o,
+                        k,
+                        dst,
+                        true,
+                        images == 1,
+                        Operand::transposed(col, p),
+                        Operand::transposed(weight, k),
+                    );
+                }
+                if images > 1 {
+                    scatter(out, o, l, bias, y_g);
+                }
+            })
+        });
     y
 }
 
@@ -293,7 +297,8 @@ fn flip_kernel(s: &ConvShape, weight: &[f32]) -> Vec<f32> {
     flipped
 }
 
-/// Images per backward task: each task keeps its own weight-gradient sum.
+/// Images per backward task, at least: each task keeps its own weight-gradient sum. A task is
+/// a whole number of product groups.
 const IMAGES_PER_TASK: usize = 4;
 
 /// Gradients of [`forward`]: `(dx, dweight, dbias)`; `dx` is empty unless `need_dx`.
@@ -308,11 +313,26 @@ pub fn backward(
     assert_eq!(x.len(), s.batch * s.image_len());
     assert_eq!(weight.len(), o * k);
     assert_eq!(dy.len(), s.batch * o * l);
+    if winograd::applies(s) {
+        // The input gradient is the convolution of dy with the flipped, transposed kernel.
+        let dx = if need_dx {
+            let transposed = ConvShape {
+                c_in: o,
+                c_out: s.c_in,
+                ..*s
+            };
+            winograd::forward(&transposed, dy, &flip_kernel(s, weight), None)
+        } else {
+            Vec::new()
+        };
+        let (dw, db) = winograd::weight_grad(s, x, dy);
+        return (dx, dw, db);
+    }
     let mut dx = super::zeros(if need_dx { x.len() } else { 0 });
     // A same-size stride-1 convolution's input gradient is itself a same-size convolution of
     // dy with the flipped, transposed kernel. Computed that way its product has the inner
     // dimension 9 O instead of O (col2im's `W^T dy`), which the micro-kernel runs far better.
-    let transposed = (need_dx && s.same_size()).then(|| {
+    let transposed = (need_dx && s.same_size() && !s.pointwise()).then(|| {
         let shape = ConvShape {
             c_in: o,
             c_out: s.c_in,
@@ -320,70 +340,109 @@ pub fn backward(
         };
         (shape, flip_kernel(s, weight))
     });
-    let tasks = s.batch.div_ceil(IMAGES_PER_TASK);
-    let task_images = |t: usize| t * IMAGES_PER_TASK..((t + 1) * IMAGES_PER_TASK).min(s.batch);
+    let g = s.images_per_product();
+    let task_len = g * IMAGES_PER_TASK.div_ceil(g);
+    let tasks = s.batch.div_ceil(task_len);
+    let task_images = |t: usize| t * task_len..((t + 1) * task_len).min(s.batch);
     let run_task = |t: usize, mut dx_task: Option<&mut [f32]>| {
         let mut dw = vec![0.0f32; o * k];
         let mut db = vec![0.0f32; o];
-        let col_len = if s.pointwise() { 0 } else { k * l };
-        let dcol_len = match &transposed {
-            _ if s.pointwise() || !need_dx => 0,
-            Some((t, _)) => t.k() * l,
-            None => k * l,
+        let first_image = task_images(t).start;
+        let groups = task_images(t).step_by(g).map(|n| n..(n + g).min(s.batch));
+        // Scratch: patch matrix, side-by-side dy, patch-gradient matrix, side-by-side dx.
+        let p_max = g.min(s.batch) * l;
+        let dcol_rows = match &transposed {
+            _ if !need_dx => 0,
+            Some((t, _)) => t.k(),
+            None if s.pointwise() => 0,
+            None => k,
         };
-        with_scratch(col_len, dcol_len, |col_buffer, dcol| {
-            for (j, n) in task_images(t).enumerate() {
-                let x_n = &x[n * s.image_len()..(n + 1) * s.image_len()];
-                let dy_n = &dy[n * o * l..(n + 1) * o * l];
-                for (db, row) in db.iter_mut().zip(dy_n.chunks_exact(l)) {
+        let lengths = [
+            k * p_max,
+            if g > 1 { o * p_max } else { 0 },
+            dcol_rows * p_max,
+            if need_dx && g > 1 { s.c_in * p_max } else { 0 },
+        ];
+        with_scratch(lengths, |[col_buffer, dy_buffer, dcol, dx_buffer]| {
+            for group in groups {
+                let images = group.len();
+                let p = images * l;
+                let x_g = &x[group.start * s.image_len()..group.end * s.image_len()];
+                let dy_g = &dy[group.start * o * l..group.end * o * l];
+                // dy of the group as one [O, P] matrix.
+                let dy_p: &[f32] = if images == 1 {
+                    dy_g
+                } else {
+                    gather(dy_g, o, l, dy_buffer);
+                    &dy_buffer[..o * p]
+                };
+                for (db, row) in db.iter_mut().zip(dy_p.chunks_exact(p)) {
                     *db += super::simd::sum(row);
                 }
-                let col: &[f32] = if s.pointwise() {
-                    x_n
+                let col: &[f32] = if images == 1 && s.pointwise() {
+                    x_g
                 } else {
-                    im2col(s, x_n, col_buffer);
-                    &*col_buffer
+                    im2col_group(s, x_g, col_buffer);
+                    &col_buffer[..k * p]
                 };
-                // SAFETY: dy_n is [O, L], col [K, L] (read transposed), weight [O, K] (read
+                // SAFETY: dy_p is [O, P], col [K, P] (read transposed), weight [O, K] (read
                 // transposed): all sized by the asserts above.
                 unsafe {
-                    // dW[O, K] += dy_n[O, L] col^T[L, K].
+                    // dW[O, K] += dy[O, P] col^T[P, K].
                     matmul(
                         o,
                         k,
-                        l,
+                        p,
                         &mut dw,
                         false,
                         true,
-                        Operand::rows(dy_n, l),
-                        Operand::transposed(col, l),
+                        Operand::rows(dy_p, p),
+                        Operand::transposed(col, p),
                     );
-                    if let Some(dx_task) = dx_task.as_deref_mut() {
-                        let dx_n = &mut dx_task[j * s.image_len()..(j + 1) * s.image_len()];
-                        // dcol^T[L, K] = dy_n^T[L, O] W[O, K]; for 1x1 convolutions dcol is dx_n.
-                        let (dy_t, w) = (Operand::transposed(dy_n, l), Operand::rows(weight, k));
-                        if s.pointwise() {
-                            matmul(l, k, o, dx_n, true, false, dy_t, w);
-                        } else if let Some((t, flipped)) = &transposed {
-                            // dx_n^T[L, C] = col(dy_n)^T[L, 9 O] flipped^T[9 O, C].
-                            im2col(t, dy_n, dcol);
-                            let (dcol_t, w_t) = (
-                                Operand::transposed(dcol, l),
-                                Operand::transposed(flipped, t.k()),
-                            );
-                            matmul(l, s.c_in, t.k(), dx_n, true, false, dcol_t, w_t);
-                        } else {
-                            matmul(l, k, o, dcol, true, false, dy_t, w);
-                            col2im(s, dcol, dx_n);
+                }
+                let Some(dx_task) = dx_task.as_deref_mut() else {
+                    continue;
+                };
+                let at = (group.start - first_image) * s.image_len();
+                let dx_g = &mut dx_task[at..at + images * s.image_len()];
+                // One image writes its gradient in place; a group a side-by-side [C, P] matrix.
+                let dx_p: &mut [f32] = if images == 1 {
+                    &mut *dx_g
+                } else {
+                    &mut dx_buffer[..s.c_in * p]
+                };
+                // SAFETY: as above; dcol holds dcol_rows x P.
+                unsafe {
+                    let (dy_t, w) = (Operand::transposed(dy_p, p), Operand::rows(weight, k));
+                    if s.pointwise() {
+                        // dx^T[P, C] = dy^T[P, O] W[O, C].
+                        matmul(p, k, o, dx_p, true, false, dy_t, w);
+                    } else if let Some((t, flipped)) = &transposed {
+                        // dx^T[P, C] = col(dy)^T[P, 9 O] flipped^T[9 O, C].
+                        im2col_group(t, dy_g, dcol);
+                        let (dcol_t, w_t) = (
+                            Operand::transposed(dcol, p),
+                            Operand::transposed(flipped, t.k()),
+                        );
+                        matmul(p, s.c_in, t.k(), dx_p, true, false, dcol_t, w_t);
+                    } else {
+                        // dcol^T[P, K] = dy^T[P, O] W[O, K], then col2im image by image.
+                        matmul(p, k, o, dcol, true, false, dy_t, w);
+                        for (j, dx_n) in dx_g.chunks_exact_mut(s.image_len()).enumerate() {
+                            col2im(s, &mut dcol[j * l..], p, dx_n);
                         }
+                        continue;
                     }
+                }
+                if images > 1 {
+                    scatter(&dx_buffer[..s.c_in * p], s.c_in, l, &[], dx_g);
                 }
             }
         });
         (dw, db)
     };
     let partial: Vec<(Vec<f32>, Vec<f32>)> = if need_dx {
-        dx.par_chunks_mut(IMAGES_PER_TASK * s.image_len())
+        dx.par_chunks_mut(task_len * s.image_len())
             .enumerate()
             .map(|(t, dx_task)| run_task(t, Some(dx_task)))
             .collect()
@@ -478,7 +537,102 @@ mod tests {
                 stride: 2,
                 ..base
             },
+            // One image per product (16 x 16 = 256 pixels), the 1x1 one read in place.
+            ConvShape {
+                h: 16,
+                w: 16,
+                ..base
+            },
+            ConvShape {
+                h: 16,
+                w: 16,
+                kh: 1,
+                kw: 1,
+                padding: 0,
+                ..base
+            },
+            // Groups of 8 images at 7x7 (and a stride-2 layer with a 7x7 output), with a last
+            // group of 3, in backward tasks of one group.
+            ConvShape {
+                batch: 11,
+                h: 7,
+                w: 7,
+                ..base
+            },
+            ConvShape {
+                batch: 11,
+                h: 7,
+                w: 7,
+                kh: 1,
+                kw: 1,
+                padding: 0,
+                ..base
+            },
+            ConvShape {
+                batch: 11,
+                h: 14,
+                w: 14,
+                stride: 2,
+                ..base
+            },
+            // Winograd F(2x2, 3x3): odd sizes (half-outside tiles), one partial group, several
+            // groups, more outputs than inputs and the other way round.
+            ConvShape {
+                c_in: 16,
+                c_out: 16,
+                h: 27,
+                w: 26,
+                ..base
+            },
+            ConvShape {
+                batch: 9,
+                c_in: 16,
+                c_out: 20,
+                h: 16,
+                w: 16,
+                ..base
+            },
+            ConvShape {
+                batch: 3,
+                c_in: 20,
+                c_out: 16,
+                h: 25,
+                w: 25,
+                ..base
+            },
         ]
+    }
+
+    #[test]
+    fn winograd_computes_the_larger_3x3_layers() {
+        let winograd: Vec<bool> = shapes().iter().map(winograd::applies).collect();
+        assert_eq!(winograd.iter().filter(|&&w| w).count(), 3);
+        let s = |side| ConvShape {
+            c_in: 32,
+            c_out: 32,
+            h: side,
+            w: side,
+            ..shapes()[0]
+        };
+        assert!(winograd::applies(&s(28)) && winograd::applies(&s(14)));
+        assert!(
+            !winograd::applies(&s(7)),
+            "7x7: the tile slots nearly double the products"
+        );
+    }
+
+    #[test]
+    fn groups_make_products_of_at_least_256_pixels_in_multiples_of_8() {
+        for (side, expected) in [(28, 1), (16, 1), (14, 2), (7, 8), (5, 16), (1, 256)] {
+            let s = ConvShape {
+                h: side,
+                w: side,
+                ..shapes()[0]
+            };
+            let g = s.images_per_product();
+            assert_eq!(g, expected, "{side}x{side}");
+            assert!(g * s.l() >= 256 && (g * s.l()).is_multiple_of(8));
+        }
     }
 
     #[test]
@@ -494,7 +648,11 @@ mod tests {
                 .zip(&slow)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            assert!(worst < 1e-5, "{s:?}: worst difference {worst}");
+            let largest = slow.iter().map(|v| v.abs()).fold(0f32, f32::max);
+            assert!(
+                worst < 1e-6 * largest.max(1.0) * (s.k() as f32).sqrt(),
+                "{s:?}: worst difference {worst} (largest output {largest})"
+            );
         }
     }
 
@@ -542,18 +700,19 @@ mod tests {
     /// gradients are summed per fixed task in task order.
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
-        let s = shapes()[0];
-        let x = values(s.batch * s.image_len(), 10);
-        let w = values(s.c_out * s.k(), 11);
-        let b = values(s.c_out, 12);
-        let dy = values(s.batch * s.c_out * s.l(), 13);
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| (forward(&s, &x, &w, &b), backward(&s, &x, &w, &dy, true)))
-        };
-        assert_eq!(run(1), run(3));
+        for s in shapes() {
+            let x = values(s.batch * s.image_len(), 10);
+            let w = values(s.c_out * s.k(), 11);
+            let b = values(s.c_out, 12);
+            let dy = values(s.batch * s.c_out * s.l(), 13);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| (forward(&s, &x, &w, &b), backward(&s, &x, &w, &dy, true)))
+            };
+            assert_eq!(run(1), run(3), "{s:?}");
+        }
     }
 }

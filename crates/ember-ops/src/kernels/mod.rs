@@ -4,8 +4,10 @@ pub mod attention;
 pub mod conv;
 pub(crate) mod gemm;
 pub mod norm;
+pub mod shape;
 pub mod silu;
 pub(crate) mod simd;
+pub mod winograd;
 
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -24,29 +26,34 @@ pub(crate) fn zeros(len: usize) -> Vec<f32> {
     buffer
 }
 
+/// How many scratch buffers a kernel may ask for at once.
+const SCRATCH_BUFFERS: usize = 4;
+
 thread_local! {
     /// Per-thread scratch for patch matrices, reused across calls instead of allocating and
     /// zeroing one per task.
-    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+    static SCRATCH: RefCell<[Vec<f32>; SCRATCH_BUFFERS]> =
+        const { RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()]) };
 }
 
-/// Runs `f` with two scratch buffers of at least `a` and `b` elements (contents unspecified:
-/// callers overwrite what they read). Must not be nested on one thread.
-pub(crate) fn with_scratch<R>(
-    a: usize,
-    b: usize,
-    f: impl FnOnce(&mut [f32], &mut [f32]) -> R,
+/// Runs `f` with `N` (at most [`SCRATCH_BUFFERS`]) scratch buffers of the given lengths
+/// (contents unspecified: callers overwrite what they read). Must not be nested on one thread.
+pub(crate) fn with_scratch<const N: usize, R>(
+    lengths: [usize; N],
+    f: impl FnOnce([&mut [f32]; N]) -> R,
 ) -> R {
+    const { assert!(N <= SCRATCH_BUFFERS) };
     SCRATCH.with(|cell| {
         let mut buffers = cell.borrow_mut();
-        let [first, second] = &mut *buffers;
-        if first.len() < a {
-            first.resize(a, 0.0);
-        }
-        if second.len() < b {
-            second.resize(b, 0.0);
-        }
-        f(&mut first[..a], &mut second[..b])
+        let mut free = buffers.iter_mut();
+        let slices = lengths.map(|len| {
+            let buffer = free.next().expect("N <= SCRATCH_BUFFERS");
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
+            }
+            &mut buffer[..len]
+        });
+        f(slices)
     })
 }
 
