@@ -3,9 +3,9 @@
 //! API (`extension.rs`) and falling back to Burn's stock ops on every other backend.
 //!
 //! Files: `kernels/conv.rs` (convolution as im2col products), `kernels/winograd.rs` (3x3
-//! convolutions at 14x14 and larger by Winograd F(2x2, 3x3)), `kernels/shape.rs` (their shared
-//! geometry), `kernels/norm.rs`, `kernels/silu.rs`, `kernels/attention.rs`, `kernels/gemm.rs`
-//! (the matrix products), `kernels/simd.rs` (vectorised maths, AVX2 dispatch).
+//! convolutions by Winograd F(2x2, 3x3) where its tiles fit: 14x14, 28x28), `kernels/shape.rs`
+//! (their shared geometry), `kernels/norm.rs`, `kernels/silu.rs`, `kernels/attention.rs`,
+//! `kernels/gemm.rs` (the matrix products), `kernels/simd.rs` (vectorised maths, AVX2 dispatch).
 //!
 //! The functions take Burn's own modules (`Conv2d`, `GroupNorm`), so parameters, checkpoints
 //! and initialisation are unchanged; only the arithmetic is replaced. Why each kernel exists,

@@ -358,7 +358,11 @@ pub fn backward(
             None => k,
         };
         let lengths = [
-            k * p_max,
+            if g == 1 && s.pointwise() {
+                0
+            } else {
+                k * p_max
+            },
             if g > 1 { o * p_max } else { 0 },
             dcol_rows * p_max,
             if need_dx && g > 1 { s.c_in * p_max } else { 0 },
@@ -600,13 +604,21 @@ mod tests {
                 w: 25,
                 ..base
             },
+            ConvShape {
+                batch: 2,
+                c_in: 16,
+                c_out: 16,
+                h: 26,
+                w: 27,
+                ..base
+            },
         ]
     }
 
     #[test]
     fn winograd_computes_the_larger_3x3_layers() {
         let winograd: Vec<bool> = shapes().iter().map(winograd::applies).collect();
-        assert_eq!(winograd.iter().filter(|&&w| w).count(), 3);
+        assert_eq!(winograd.iter().filter(|&&w| w).count(), 4);
         let s = |side| ConvShape {
             c_in: 32,
             c_out: 32,

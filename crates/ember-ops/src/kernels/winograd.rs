@@ -26,19 +26,23 @@ const XI: usize = 16;
 
 /// Whether F(2x2, 3x3) computes this convolution, and is worth it: 3x3, stride 1, padding 1;
 /// enough channels on both sides that the 16 products are real matrix products (the
-/// network's first and last convolutions, with 1 to 3 channels, stay on im2col); and an image
-/// large enough that the tile slots (the extra column, half-outside tiles, the padding to 8)
-/// add at most a quarter to the products: 14x14 adds 14 %, 7x7 96 % (measured slower than
-/// im2col there).
+/// network's first and last convolutions, with 1 to 3 channels, stay on im2col); and tiles
+/// that fit the image with little waste: the tile slots (the extra column, half-outside
+/// tiles, the padding to 8) may add at most a quarter to the ideal `4 h w` product columns.
+/// 28x28 adds 10 % and 14x14 14 %; 7x7 would add 96 % (measured slower than im2col), and some
+/// odd sizes such as 15x15 also stay on im2col.
 pub fn applies(s: &ConvShape) -> bool {
     let positions = XI * Tiles::of(s).per_image();
+    let ideal = 4 * s.h * s.w;
     s.kh == 3
         && s.kw == 3
         && s.stride == 1
         && s.padding == 1
+        && s.h >= 2
+        && s.w >= 2
         && s.c_in >= MIN_CHANNELS
         && s.c_out >= MIN_CHANNELS
-        && 4 * positions <= 5 * 4 * s.h * s.w
+        && 4 * positions <= 5 * ideal
 }
 
 const MIN_CHANNELS: usize = 16;
@@ -176,22 +180,24 @@ simd::multiversion! {
         let phase_len = tiles.phase_len();
         let (phases, t) = scratch.split_at_mut(4 * phase_len);
         // Phase (a, b) holds padded[2 i + a][2 j + b] = x[2 i + a - 1][2 j + b - 1]: input row
-        // r goes to line (r + 1) / 2 of the phases a = (r + 1) % 2, its odd columns to b = 0
-        // (from slot 1) and its even ones to b = 1.
+        // r goes to line (r + 1) / 2 of the phases a = (r + 1) % 2; its odd columns to phase
+        // b = 0 (padded column 2 j, from slot 1) and its even ones to b = 1.
         phases.fill(0.0);
         let (pairs, odd_width) = (w / 2, w % 2 == 1);
         for (r, source) in plane.chunks_exact(w).enumerate().take(h) {
             let (i, a) = (r.div_ceil(2), (r + 1) % 2);
-            let (even_phase, odd_phase) = phases.split_at_mut((a * 2 + 1) * phase_len);
-            let b0 = &mut even_phase[a * 2 * phase_len + i * stride..][..stride];
-            let b1 = &mut odd_phase[i * stride..][..stride];
-            let slots_b0 = b0[1..].iter_mut();
-            for ((pair, x1), x0) in source.chunks_exact(2).zip(slots_b0).zip(&mut b1[..pairs]) {
-                *x0 = pair[0];
-                *x1 = pair[1];
+            let (up_to_b0, from_b1) = phases.split_at_mut((a * 2 + 1) * phase_len);
+            let line_b0 = &mut up_to_b0[a * 2 * phase_len + i * stride..][..stride];
+            let line_b1 = &mut from_b1[i * stride..][..stride];
+            let slots_b0 = line_b0[1..].iter_mut();
+            let slots_b1 = line_b1[..pairs].iter_mut();
+            let columns = source.chunks_exact(2).zip(slots_b0).zip(slots_b1);
+            for ((pair, odd_column), even_column) in columns {
+                *even_column = pair[0];
+                *odd_column = pair[1];
             }
             if odd_width {
-                b1[pairs] = source[w - 1];
+                line_b1[pairs] = source[w - 1];
             }
         }
         let phase = |a: usize, b: usize, shift: usize| {
@@ -333,18 +339,18 @@ simd::multiversion! {
         }
         let rows = [(&*r00, &*r01), (&*r10, &*r11), (&*r20, &*r21), (&*r30, &*r31)];
         let per_image = tiles.per_image();
-        for (k, (e, o)) in rows.into_iter().enumerate() {
-            // (A dY A^T)[k]: e, e + o, e - o, -o.
+        for (k, (even, odd)) in rows.into_iter().enumerate() {
+            // (A dY A^T)[k]: even, even + odd, even - odd, -odd (the tile's two columns).
             for m in 0..4 {
                 let at = (k * 4 + m) * row_stride;
                 let out = &mut z[at..at + per_image];
                 out[slots..].fill(0.0);
                 let out = &mut out[..slots];
                 match m {
-                    0 => out.copy_from_slice(e),
-                    1 => add(out, e, o),
-                    2 => sub(out, e, o),
-                    _ => negate(out, o),
+                    0 => out.copy_from_slice(even),
+                    1 => add(out, even, odd),
+                    2 => sub(out, even, odd),
+                    _ => negate(out, odd),
                 }
             }
         }
