@@ -357,6 +357,17 @@ simd::multiversion! {
     }
 }
 
+/// The layout of a group's 16 side-by-side `[channels, P]` matrices (one per transform
+/// position, `row_stride` apart): the row stride, and the first column of plane `c` of image `n`.
+fn side_by_side(
+    tiles: Tiles,
+    channels: usize,
+    images: usize,
+) -> (usize, impl Fn(usize, usize) -> usize) {
+    let p = images * tiles.per_image();
+    (channels * p, move |n, c| c * p + n * tiles.per_image())
+}
+
 /// Writes `B^T d B` of every tile of `images` (`[C, H, W]` each) into `v`: 16 matrices
 /// `[C, P]`.
 fn transform_input(
@@ -367,13 +378,18 @@ fn transform_input(
     scratch: &mut [f32],
 ) {
     let plane_len = s.h * s.w;
-    let count = images.len() / (s.c_in * plane_len);
-    let p = count * tiles.per_image();
-    let row_stride = s.c_in * p;
+    let (row_stride, at) = side_by_side(tiles, s.c_in, images.len() / (s.c_in * plane_len));
     for (n, image) in images.chunks_exact(s.c_in * plane_len).enumerate() {
         for (c, plane) in image.chunks_exact(plane_len).enumerate() {
-            let at = c * p + n * tiles.per_image();
-            input_plane(plane, s.h, s.w, tiles, scratch, &mut v[at..], row_stride);
+            input_plane(
+                plane,
+                s.h,
+                s.w,
+                tiles,
+                scratch,
+                &mut v[at(n, c)..],
+                row_stride,
+            );
         }
     }
 }
@@ -388,13 +404,18 @@ fn transform_output_grad(
     scratch: &mut [f32],
 ) {
     let plane_len = s.h * s.w;
-    let count = images.len() / (s.c_out * plane_len);
-    let p = count * tiles.per_image();
-    let row_stride = s.c_out * p;
+    let (row_stride, at) = side_by_side(tiles, s.c_out, images.len() / (s.c_out * plane_len));
     for (n, image) in images.chunks_exact(s.c_out * plane_len).enumerate() {
         for (o, plane) in image.chunks_exact(plane_len).enumerate() {
-            let at = o * p + n * tiles.per_image();
-            grad_plane(plane, s.h, s.w, tiles, scratch, &mut z[at..], row_stride);
+            grad_plane(
+                plane,
+                s.h,
+                s.w,
+                tiles,
+                scratch,
+                &mut z[at(n, o)..],
+                row_stride,
+            );
         }
     }
 }
@@ -410,14 +431,20 @@ fn transform_output(
     scratch: &mut [f32],
 ) {
     let plane_len = s.h * s.w;
-    let count = y.len() / (s.c_out * plane_len);
-    let p = count * tiles.per_image();
-    let row_stride = s.c_out * p;
+    let (row_stride, at) = side_by_side(tiles, s.c_out, y.len() / (s.c_out * plane_len));
     for (n, image) in y.chunks_exact_mut(s.c_out * plane_len).enumerate() {
         for (o, plane) in image.chunks_exact_mut(plane_len).enumerate() {
-            let at = o * p + n * tiles.per_image();
             let b = bias.map_or(0.0, |b| b[o]);
-            output_plane(&m[at..], row_stride, b, tiles, scratch, s.h, s.w, plane);
+            output_plane(
+                &m[at(n, o)..],
+                row_stride,
+                b,
+                tiles,
+                scratch,
+                s.h,
+                s.w,
+                plane,
+            );
         }
     }
 }
