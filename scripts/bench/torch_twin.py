@@ -688,8 +688,9 @@ def read_idx(path: str) -> np.ndarray:
 
 
 def train_for_minutes(cfg, args):
-    """Trains on the IDX training split for --minutes of training time (or train.steps),
-    keeping the EMA weights every --every minutes; -> [(minutes, step, ema state)]."""
+    """Trains on the IDX training split for --minutes of training time (or train.steps, or
+    until --stop-step), keeping the EMA weights every --every minutes and at the last step;
+    -> [(minutes, step, ema state)]."""
     m, t_cfg = cfg["model"], cfg["train"]
     images = torch.from_numpy(read_idx(os.path.join(args.data, "train-images-idx3-ubyte")).copy())
     labels = torch.from_numpy(read_idx(os.path.join(args.data, "train-labels-idx1-ubyte")).copy())
@@ -712,7 +713,8 @@ def train_for_minutes(cfg, args):
             trained += time.perf_counter() - began
             if trainer.step % 100 == 0:
                 print(f"step {trainer.step} loss {loss:.4f} {trained / 60:.1f} min", flush=True)
-            finished = trainer.step >= t_cfg["steps"] or trained >= budget
+            finished = (trainer.step >= t_cfg["steps"] or trained >= budget
+                        or (args.stop_step is not None and trainer.step >= args.stop_step))
             if trained >= next_keep or finished:
                 kept.append((trained / 60.0, trainer.step,
                              copy.deepcopy(trainer.ema.state_dict())))
@@ -729,14 +731,16 @@ def mode_train_curve(cfg, args):
     --sample-only samples the weights an earlier run kept (OUT/kept.pt)."""
     from PIL import Image
 
-    if not (args.data and args.out and (args.minutes or args.sample_only)):
-        sys.exit("error: train-curve needs --data, --out and --minutes")
+    if not (args.data and args.out and (args.minutes or args.stop_step or args.sample_only)):
+        sys.exit("error: train-curve needs --data, --out and --minutes or --stop-step")
     m, s_cfg = cfg["model"], cfg["sample"]
     os.makedirs(args.out, exist_ok=True)
     kept_path = os.path.join(args.out, "kept.pt")
     if args.sample_only:
         kept = torch.load(kept_path)
     else:
+        if args.minutes is None:
+            args.minutes = math.inf
         kept = train_for_minutes(cfg, args)
         # The kept weights survive a failure of the sampling below.
         torch.save(kept, kept_path)
@@ -912,6 +916,9 @@ def main():
     p.add_argument("--data", help="train-curve: folder of the IDX training split")
     p.add_argument("--out", help="train-curve: where the sample folders go")
     p.add_argument("--minutes", type=float, help="train-curve: minutes of training")
+    p.add_argument("--stop-step", type=int,
+                   help="train-curve: stop after this step (the learning-rate schedule still "
+                        "spans train.steps, as when Ember's run is stopped at a checkpoint)")
     p.add_argument("--every", type=float, default=5.0, help="train-curve: keep weights every M minutes")
     p.add_argument("--samples-per-class", type=int, default=100, help="train-curve: samples per class")
     p.add_argument("--guidance", type=float, default=1.0, help="train-curve: guidance scale of the samples")
