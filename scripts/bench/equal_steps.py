@@ -45,15 +45,22 @@ def with_seed(config_text: str, seed: int) -> str:
 
 def train_ember_until(config: str, run_dir: str, step: int, log_path: str) -> None:
     """Runs `ember train` until checkpoints/latest names the checkpoint of `step`, then stops it."""
-    want = f"step-{step:08d}"
     latest = os.path.join(run_dir, "checkpoints", "latest")
-    if os.path.exists(latest) and open(latest).read().strip() >= want:
+
+    def reached() -> bool:
+        # `latest` names the newest complete checkpoint, step-NNNNNNNN (fixed width).
+        if not os.path.exists(latest):
+            return False
+        with open(latest) as f:
+            return f.read().strip() >= f"step-{step:08d}"
+
+    if reached():
         return
     with open(log_path, "w") as log:
         proc = subprocess.Popen([EMBER, "train", config, "--run-dir", run_dir],
                                 stdout=log, stderr=subprocess.STDOUT)
         while proc.poll() is None:
-            if os.path.exists(latest) and open(latest).read().strip() >= want:
+            if reached():
                 proc.send_signal(signal.SIGTERM)
                 proc.wait()
                 return

@@ -701,7 +701,9 @@ def train_for_minutes(cfg, args):
     trainer.model.train()
     b, n = t_cfg["batch_size"], images.shape[0]
     generator = torch.Generator().manual_seed(cfg.get("seed", 42))
-    budget, every = args.minutes * 60.0, args.every * 60.0
+    # No --minutes (a --stop-step run): no time budget.
+    budget = math.inf if args.minutes is None else args.minutes * 60.0
+    every = args.every * 60.0
     trained, next_keep, kept = 0.0, every, []
     while True:
         order = torch.randperm(n, generator=generator)
@@ -739,8 +741,6 @@ def mode_train_curve(cfg, args):
     if args.sample_only:
         kept = torch.load(kept_path)
     else:
-        if args.minutes is None:
-            args.minutes = math.inf
         kept = train_for_minutes(cfg, args)
         # The kept weights survive a failure of the sampling below.
         torch.save(kept, kept_path)
