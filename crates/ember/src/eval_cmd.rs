@@ -70,7 +70,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "all|STEP,...")]
     pub checkpoints: Option<String>,
     /// With --checkpoints: also score sample sets another program made (e.g. the PyTorch twin,
-    /// scripts/bench/twin_curve.py): DIR holds one folder per set, `minutes-<M>` (M training
+    /// `scripts/bench/torch_twin.py train-curve`): DIR holds one folder per set, `minutes-<M>` (M training
     /// minutes), each with one sub-folder of PNGs per class in label order.
     #[arg(long, value_name = "DIR", requires = "checkpoints")]
     pub compare: Option<PathBuf>,
