@@ -697,20 +697,32 @@ def train_for_minutes(cfg, args):
     images = images.to(torch.float32).div(127.5).sub(1.0).unsqueeze(1)  # [n, 1, 28, 28]
     labels = labels.to(torch.long)
     torch.manual_seed(cfg.get("seed", 42))
-    trainer = Trainer(cfg, UNet(m))
-    trainer.model.train()
+    model = UNet(m)
     b, n = t_cfg["batch_size"], images.shape[0]
+    given = None
+    if args.inputs:
+        # Ember's own initial weights and random inputs (train_bench inputs).
+        model.load_state_dict(to_twin(model, read_safetensors(os.path.join(args.inputs, "init.safetensors"))))
+        given = EmberInputs(args.inputs, n, b)
+    trainer = Trainer(cfg, model)
+    trainer.model.train()
     generator = torch.Generator().manual_seed(cfg.get("seed", 42))
     # No --minutes (a --stop-step run): no time budget.
     budget = math.inf if args.minutes is None else args.minutes * 60.0
     every = args.every * 60.0
     trained, next_keep, kept = 0.0, every, []
+    epoch = 0
     while True:
-        order = torch.randperm(n, generator=generator)
+        order = given.order(epoch) if given else torch.randperm(n, generator=generator)
+        epoch += 1
         for start in range(0, n, b):
             began = time.perf_counter()
             idx = order[start:start + b]
-            y, t, noise = trainer.draw_inputs(labels[idx], images[idx].shape)
+            if given:
+                y, t, noise = given.step(trainer.step, labels[idx], images[idx].shape,
+                                         trainer.model.null_class)
+            else:
+                y, t, noise = trainer.draw_inputs(labels[idx], images[idx].shape)
             loss, _ = trainer.train_step(images[idx], noise, t, y)
             trained += time.perf_counter() - began
             if trainer.step % 100 == 0:
@@ -726,11 +738,46 @@ def train_for_minutes(cfg, args):
                 return kept
 
 
+class EmberInputs:
+    """The random inputs Ember drew for a run's first steps (`train_bench inputs --out DIR`)."""
+
+    def __init__(self, folder: str, n: int, b: int):
+        with open(os.path.join(folder, "inputs.json")) as f:
+            meta = json.load(f)
+        if meta["dataset_len"] != n or meta["batch"] != b:
+            sys.exit(f"error: {folder} was written for {meta['dataset_len']} images in batches of "
+                     f"{meta['batch']}, not {n} / {b}")
+        self.steps, self.n, self.image_len = meta["steps"], n, meta["image_len"]
+        read = lambda name, dtype: np.fromfile(os.path.join(folder, name), dtype=dtype)
+        self.orders = read("order.u32", "<u4").astype(np.int64)
+        self.null, self.times = read("null.u8", "u1"), read("timesteps.u32", "<u4")
+        self.noise = np.memmap(os.path.join(folder, "noise.f32"), dtype="<f4", mode="r")
+        self.row = 0  # rows of the steps taken so far
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if (epoch + 1) * self.n > len(self.orders):
+            sys.exit(f"error: the inputs hold {len(self.orders) // self.n} epochs' orders")
+        return torch.from_numpy(self.orders[epoch * self.n:(epoch + 1) * self.n])
+
+    def step(self, step: int, labels: torch.Tensor, shape, null_class: int):
+        if step >= self.steps:
+            sys.exit(f"error: the inputs hold {self.steps} steps; pass --stop-step {self.steps}")
+        rows, r = labels.shape[0], self.row
+        self.row += rows
+        drop = torch.from_numpy(self.null[r:r + rows].astype(bool))
+        labels = torch.where(drop, torch.full_like(labels, null_class), labels)
+        t = torch.from_numpy(self.times[r:r + rows].astype(np.int64))
+        noise = torch.from_numpy(np.array(self.noise[r * self.image_len:(r + rows) * self.image_len]))
+        return labels, t, noise.reshape(shape)
+
+
 def mode_train_curve(cfg, args):
     """Trains (train_for_minutes), then samples --samples-per-class images per class from each
     kept EMA, with the config's sampler settings at --guidance, into
     OUT/minutes-<M>/<class>/<j>.png for `ember eval --checkpoints all --compare OUT`.
-    --sample-only samples the weights an earlier run kept (OUT/kept.pt)."""
+    --sample-only samples the weights an earlier run kept (OUT/kept.pt); with --ember-weights
+    FILE (`ember export`) it samples those instead, so that one model's samples from both
+    samplers can be compared."""
     from PIL import Image
 
     if not (args.data and args.out and (args.minutes or args.stop_step or args.sample_only)):
@@ -738,7 +785,10 @@ def mode_train_curve(cfg, args):
     m, s_cfg = cfg["model"], cfg["sample"]
     os.makedirs(args.out, exist_ok=True)
     kept_path = os.path.join(args.out, "kept.pt")
-    if args.sample_only:
+    if args.sample_only and args.ember_weights:
+        state = to_twin(UNet(m), read_safetensors(args.ember_weights))
+        kept = [(0.0, None, state)]
+    elif args.sample_only:
         kept = torch.load(kept_path)
     else:
         kept = train_for_minutes(cfg, args)
@@ -925,6 +975,11 @@ def main():
     p.add_argument("--sample-seed", type=int, default=0, help="train-curve: seed of the sample noise")
     p.add_argument("--sample-only", action="store_true",
                    help="train-curve: sample the weights OUT/kept.pt holds, without training")
+    p.add_argument("--inputs",
+                   help="train-curve: train from Ember's initial weights and random inputs "
+                        "(the folder `train_bench inputs` wrote) instead of the twin's own")
+    p.add_argument("--ember-weights",
+                   help="train-curve --sample-only: sample this `ember export` file instead")
     p.add_argument("--sdpa", action="store_true",
                    help="attention through F.scaled_dot_product_attention (not Ember's maths)")
     args = p.parse_args()

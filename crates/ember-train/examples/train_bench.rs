@@ -23,6 +23,9 @@
 //! - `check`: writes what `scripts/bench/torch_twin.py check` needs to confirm that the twin
 //!   computes what Ember computes: perturbed weights, the inputs and results of one real
 //!   `train_step` (updated weights and EMA), a forward pass and a short guided DDIM run.
+//! - `inputs`: writes a fresh run's initial weights and every random input of its first
+//!   `--steps` training steps (data order, null-class rows, timesteps, noise), for
+//!   `torch_twin.py train-curve --inputs`: the twin then trains from exactly what Ember sees.
 //!
 //! `train` and `sample` print one JSON line on stdout (the last line). The thread count is
 //! `RAYON_NUM_THREADS` when set (burn-flex runs on rayon's global pool), else the number of cores.
@@ -58,7 +61,7 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: train_bench <train|sample|params|resolve|check> [--config PATH] [--batch N] \
+        "usage: train_bench <train|sample|params|resolve|check|inputs> [--config PATH] [--batch N] \
          [--warmup N] [--repeats N] [--steps N] [--out PATH]"
     );
     std::process::exit(2);
@@ -393,6 +396,67 @@ impl ModuleVisitor for GradNames<'_> {
     }
 }
 
+/// The initial weights and the random inputs of steps `0..--steps` of a fresh run, as raw
+/// little-endian arrays in `--out`: `init.safetensors`; `order.u32` (the data order of every
+/// epoch the steps touch, concatenated); per step, in step order, `null.u8` (1 = the row uses
+/// the null class), `timesteps.u32` and `noise.f32` (`rows x c x h x w`); `inputs.json`.
+fn inputs(config: ExperimentConfig, args: &Args) {
+    use ember_data::{ImageDataset, Split};
+    use std::io::Write;
+    let dir = args.out.clone().unwrap_or_else(|| usage());
+    std::fs::create_dir_all(&dir).unwrap();
+    let dataset = ImageDataset::load(&config.data, &config.model, Split::Train, config.data.limit)
+        .unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(2)
+        });
+    let len = burn::data::dataset::Dataset::len(&dataset);
+    let trainer = Trainer::new(config.clone(), &Device::flex());
+    write_safetensors(&dir.join("init.safetensors"), &named(&trainer.model, ""));
+    let (b, m) = (config.train.batch_size, &config.model);
+    let image_len = m.image_channels * m.image_size * m.image_size;
+    let per_epoch = len.div_ceil(b);
+    let file = |name: &str| std::io::BufWriter::new(std::fs::File::create(dir.join(name)).unwrap());
+    let mut order = file("order.u32");
+    for epoch in 0..args.steps.div_ceil(per_epoch) {
+        for i in ember_train::epoch_order(&config, len, epoch) {
+            order.write_all(&(i as u32).to_le_bytes()).unwrap();
+        }
+    }
+    let (mut null, mut times, mut noise) =
+        (file("null.u8"), file("timesteps.u32"), file("noise.f32"));
+    for step in 0..args.steps {
+        let rows = b.min(len - (step % per_epoch) * b);
+        let draws =
+            ember_train::StepDraws::of(&config, trainer.schedule.len(), step, rows, image_len);
+        for &n in &draws.null_rows {
+            null.write_all(&[n as u8]).unwrap();
+        }
+        for &t in &draws.timesteps {
+            times.write_all(&(t as u32).to_le_bytes()).unwrap();
+        }
+        for v in &draws.noise {
+            noise.write_all(&v.to_le_bytes()).unwrap();
+        }
+    }
+    for mut f in [order, null, times, noise] {
+        f.flush().unwrap();
+    }
+    std::fs::write(
+        dir.join("inputs.json"),
+        format!(
+            "{{\"steps\":{},\"batch\":{b},\"dataset_len\":{len},\"image_len\":{image_len}}}\n",
+            args.steps
+        ),
+    )
+    .unwrap();
+    println!(
+        "{{\"impl\":\"ember\",\"mode\":\"inputs\",\"steps\":{},\"dir\":\"{}\"}}",
+        args.steps,
+        dir.display()
+    );
+}
+
 fn check(config: ExperimentConfig, args: &Args) {
     let dir = args.out.clone().unwrap_or_else(|| usage());
     std::fs::create_dir_all(&dir).unwrap();
@@ -558,6 +622,7 @@ fn main() {
         "train" => train(config, &args),
         "sample" => sample(config, &args),
         "check" => check(config, &args),
+        "inputs" => inputs(config, &args),
         "params" => {
             // The network alone: its parameter count and the process's baseline memory.
             let model = UNetConfig::from(&config.model).init(&Device::flex(), 0);

@@ -76,8 +76,7 @@ pub fn epoch_loader(
     epoch: usize,
     device: &Device,
 ) -> Arc<dyn DataLoader<ImageBatch>> {
-    let order =
-        Rng::for_stream(config.seed, Stream::Shuffle, epoch as u64).permutation(dataset.len());
+    let order = epoch_order(config, dataset.len(), epoch);
     let flips = if config.data.random_flip {
         Rng::for_stream(config.seed, Stream::Flip, epoch as u64).coins(order.len())
     } else {
@@ -88,6 +87,48 @@ pub fn epoch_loader(
         .num_workers(config.data.num_workers.min(1))
         .set_device(device.clone())
         .build(EpochView::new(dataset, order, flips))
+}
+
+/// The order in which epoch `epoch` visits a dataset of `len` images (batch `k` is
+/// `order[k * batch_size..]`).
+pub fn epoch_order(config: &ExperimentConfig, len: usize, epoch: usize) -> Vec<usize> {
+    Rng::for_stream(config.seed, Stream::Shuffle, epoch as u64).permutation(len)
+}
+
+/// The random draws of training step `step`, each from that step's own stream: which rows use
+/// the null class, the timesteps (below `t_max`) and the diffusion noise (`rows x image_len`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepDraws {
+    pub null_rows: Vec<bool>,
+    pub timesteps: Vec<usize>,
+    pub noise: Vec<f32>,
+}
+
+impl StepDraws {
+    pub fn of(
+        config: &ExperimentConfig,
+        t_max: usize,
+        step: usize,
+        rows: usize,
+        image_len: usize,
+    ) -> Self {
+        let (seed, step) = (config.seed, step as u64);
+        let null_rows = label_dropout::null_mask(
+            rows,
+            config.train.p_uncond,
+            &mut Rng::for_stream(seed, Stream::LabelDropout, step),
+        );
+        let mut t_rng = Rng::for_stream(seed, Stream::Timesteps, step);
+        let timesteps = (0..rows)
+            .map(|_| t_rng.below(t_max as u64) as usize)
+            .collect();
+        let noise = Rng::for_stream(seed, Stream::Noise, step).normals(rows * image_len);
+        Self {
+            null_rows,
+            timesteps,
+            noise,
+        }
+    }
 }
 
 /// Summary of a finished `train` call.
@@ -196,23 +237,13 @@ impl Trainer {
         let train_device = self.device.clone().autodiff();
         let [b, c, h, w] = batch.images.dims();
 
-        // 1. labels with classifier-free dropout
-        let labels = match forced_null {
-            Some(mask) => label_dropout::apply_mask(&batch.labels, mask, self.model.null_class()),
-            None => label_dropout::drop_labels(
-                &batch.labels,
-                self.config.train.p_uncond,
-                self.model.null_class(),
-                &mut Rng::for_stream(seed, Stream::LabelDropout, step),
-            ),
-        };
-
-        // 2. timesteps and noise for this step, from its own streams
-        let t_max = self.schedule.len() as u64;
-        let mut t_rng = Rng::for_stream(seed, Stream::Timesteps, step);
-        let timesteps: Vec<usize> = (0..b).map(|_| t_rng.below(t_max) as usize).collect();
-        let noise = Rng::for_stream(seed, Stream::Noise, step).normals(b * c * h * w);
-        let noise = Tensor::<4>::from_data(TensorData::new(noise, [b, c, h, w]), &train_device);
+        // 1-2. this step's draws: labels with classifier-free dropout, timesteps, noise
+        let draws = StepDraws::of(&self.config, self.schedule.len(), self.step, b, c * h * w);
+        let null_rows = forced_null.unwrap_or(&draws.null_rows);
+        let labels = label_dropout::apply_mask(&batch.labels, null_rows, self.model.null_class());
+        let timesteps = draws.timesteps;
+        let noise =
+            Tensor::<4>::from_data(TensorData::new(draws.noise, [b, c, h, w]), &train_device);
 
         // 3. forward noising and the prediction
         let x0 = batch.images.to_device(&train_device);
@@ -385,6 +416,41 @@ mod tests {
             null_row(&trainer),
             before,
             "masked row must train the null row"
+        );
+    }
+
+    #[test]
+    fn a_step_trains_on_exactly_its_published_draws() {
+        // `StepDraws` is what `train_bench inputs` hands the PyTorch twin: the loss of a step
+        // rebuilt from it must be the loss train_step computes.
+        let device = Device::flex();
+        let mut config = tiny_config();
+        config.train.p_uncond = 0.5;
+        let mut trainer = Trainer::new(config.clone(), &device);
+        let model = trainer.model.clone();
+        let draws = StepDraws::of(&config, trainer.schedule.len(), 0, 4, 64);
+        assert_eq!(draws, StepDraws::of(&config, 50, 0, 4, 64));
+        assert_ne!(draws, StepDraws::of(&config, 50, 1, 4, 64));
+        assert!(draws.timesteps.iter().all(|&t| t < 50));
+
+        let labels = label_dropout::apply_mask(&[0, 1, 2, 3], &draws.null_rows, model.null_class());
+        let x0 = batch(&device).images;
+        let noise =
+            Tensor::<4>::from_data(TensorData::new(draws.noise.clone(), [4, 1, 8, 8]), &device);
+        let schedule = &trainer.schedule;
+        let target = schedule.target(x0.clone(), noise.clone(), &draws.timesteps);
+        let x_t = schedule.add_noise(x0, noise, &draws.timesteps);
+        let t: Vec<f32> = draws.timesteps.iter().map(|&t| t as f32).collect();
+        let predicted = model.valid().forward(
+            x_t,
+            Tensor::<1>::from_data(TensorData::new(t, [4]), &device),
+            ember_model::labels_tensor(&labels, &device),
+        );
+        let expected = weighted_mse(predicted, target, None).into_scalar::<f32>() as f64;
+        let (loss, _) = trainer.train_step(batch(&device), None);
+        assert!(
+            (loss - expected).abs() <= 1e-6 * expected,
+            "{loss} vs {expected}"
         );
     }
 
