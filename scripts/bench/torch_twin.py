@@ -806,12 +806,17 @@ def mode_train_curve(cfg, args):
             chunk = jobs[first:first + 250]
             ys = torch.tensor([k for k, _ in chunk])
             x = torch.randn((len(chunk), c, size, size), generator=gen)
-            if s_cfg.get("sampler") == "dpmpp-2m":
+            sampler, spacing = s_cfg.get("sampler", "ddim"), s_cfg.get("spacing", "trailing")
+            if sampler == "dpmpp-2m":
                 out = dpmpp_2m(model, schedule, x, ys, args.guidance, visited_timesteps(
-                    schedule, s_cfg["steps"], s_cfg.get("spacing", "trailing")))
+                    schedule, s_cfg["steps"], spacing))
+            elif sampler in ("ddim", "ddpm"):
+                # DDPM is DDIM with eta = 1; its step noise comes from the same generator
+                eta = 1.0 if sampler == "ddpm" else s_cfg.get("eta", 0.0)
+                out = ddim(model, schedule, x, ys, args.guidance, s_cfg["steps"], eta,
+                           generator=gen, spacing=spacing)
             else:
-                out = ddim(model, schedule, x, ys, args.guidance, s_cfg["steps"], 0.0,
-                           spacing=s_cfg.get("spacing", "trailing"))
+                sys.exit(f"error: the twin does not implement sample.sampler = {sampler!r}")
             pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
             for (k, j), img in zip(chunk, pixels):
                 path = os.path.join(folder, f"{k:03d}", f"{j:04d}.png")
