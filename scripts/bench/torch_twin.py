@@ -771,6 +771,21 @@ class EmberInputs:
         return labels, t, noise.reshape(shape)
 
 
+def config_sampler(s_cfg):
+    """The config's `[sample]` sampler as `f(model, schedule, x, labels, scale, generator)`.
+    DDPM is DDIM with eta = 1, its step noise drawn from `generator`."""
+    sampler, spacing = s_cfg.get("sampler", "ddim"), s_cfg.get("spacing", "trailing")
+    steps = s_cfg["steps"]
+    if sampler == "dpmpp-2m":
+        return lambda model, schedule, x, ys, scale, gen: dpmpp_2m(
+            model, schedule, x, ys, scale, visited_timesteps(schedule, steps, spacing))
+    if sampler in ("ddim", "ddpm"):
+        eta = 1.0 if sampler == "ddpm" else s_cfg.get("eta", 0.0)
+        return lambda model, schedule, x, ys, scale, gen: ddim(
+            model, schedule, x, ys, scale, steps, eta, generator=gen, spacing=spacing)
+    sys.exit(f"error: the twin does not implement sample.sampler = {sampler!r}")
+
+
 def mode_train_curve(cfg, args):
     """Trains (train_for_minutes), then samples --samples-per-class images per class from each
     kept EMA, with the config's sampler settings at --guidance, into
@@ -782,7 +797,8 @@ def mode_train_curve(cfg, args):
 
     if not (args.data and args.out and (args.minutes or args.stop_step or args.sample_only)):
         sys.exit("error: train-curve needs --data, --out and --minutes or --stop-step")
-    m, s_cfg = cfg["model"], cfg["sample"]
+    m = cfg["model"]
+    sample = config_sampler(cfg["sample"])  # before training: an unknown sampler fails now
     os.makedirs(args.out, exist_ok=True)
     kept_path = os.path.join(args.out, "kept.pt")
     if args.sample_only and args.ember_weights:
@@ -806,17 +822,7 @@ def mode_train_curve(cfg, args):
             chunk = jobs[first:first + 250]
             ys = torch.tensor([k for k, _ in chunk])
             x = torch.randn((len(chunk), c, size, size), generator=gen)
-            sampler, spacing = s_cfg.get("sampler", "ddim"), s_cfg.get("spacing", "trailing")
-            if sampler == "dpmpp-2m":
-                out = dpmpp_2m(model, schedule, x, ys, args.guidance, visited_timesteps(
-                    schedule, s_cfg["steps"], spacing))
-            elif sampler in ("ddim", "ddpm"):
-                # DDPM is DDIM with eta = 1; its step noise comes from the same generator
-                eta = 1.0 if sampler == "ddpm" else s_cfg.get("eta", 0.0)
-                out = ddim(model, schedule, x, ys, args.guidance, s_cfg["steps"], eta,
-                           generator=gen, spacing=spacing)
-            else:
-                sys.exit(f"error: the twin does not implement sample.sampler = {sampler!r}")
+            out = sample(model, schedule, x, ys, args.guidance, gen)
             pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
             for (k, j), img in zip(chunk, pixels):
                 path = os.path.join(folder, f"{k:03d}", f"{j:04d}.png")
