@@ -80,13 +80,16 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm -> SiLU -> conv, plus the embedding as a per-channel bias, twice, with a skip."""
+    """GroupNorm -> SiLU -> conv, twice, with a skip; the embedding enters between the two as a
+    per-channel bias, or (`scale_shift`) as a scale and shift of the second GroupNorm's output."""
 
-    def __init__(self, c_in: int, c_out: int, embed_dim: int, groups: int, dropout: float):
+    def __init__(self, c_in: int, c_out: int, embed_dim: int, groups: int, dropout: float,
+                 scale_shift: bool = False):
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1 = nn.GroupNorm(groups, c_in, eps=1e-5)
         self.conv1 = conv3x3(c_in, c_out)
-        self.emb_proj = nn.Linear(embed_dim, c_out)
+        self.emb_proj = nn.Linear(embed_dim, c_out * (2 if scale_shift else 1))
         self.norm2 = nn.GroupNorm(groups, c_out, eps=1e-5)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv3x3(c_out, c_out, zero=True)
@@ -94,8 +97,13 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb_proj(F.silu(emb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        e = self.emb_proj(F.silu(emb))[:, :, None, None]
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = F.silu(self.norm2(h) * (1 + scale) + shift)
+        else:
+            h = F.silu(self.norm2(h + e))
+        h = self.conv2(self.dropout(h))
         skip = self.skip(x) if self.skip is not None else x
         return skip + h
 
@@ -179,9 +187,14 @@ class UNet(nn.Module):
         def ch(level):
             return base * mults[level]
 
+        def res(c_in, c_out):
+            # Configs resolved before `scale_shift_norm` existed use the bias.
+            scale_shift = m.get("scale_shift_norm", False)
+            return ResBlock(c_in, c_out, emb, groups, m["dropout"], scale_shift)
+
         def stage(level, c_in, c_out):
             attn = SelfAttention(c_out, heads, groups, sdpa) if level in attn_levels else None
-            return Stage(ResBlock(c_in, c_out, emb, groups, m["dropout"]), attn)
+            return Stage(res(c_in, c_out), attn)
 
         levels = len(mults)
         skips = [base]
@@ -200,11 +213,7 @@ class UNet(nn.Module):
             down.append(DownLevel(stages, downsample))
 
         mid_attn = SelfAttention(c, heads, groups, sdpa) if attn_levels else None
-        mid = MidBlock(
-            ResBlock(c, c, emb, groups, m["dropout"]),
-            mid_attn,
-            ResBlock(c, c, emb, groups, m["dropout"]),
-        )
+        mid = MidBlock(res(c, c), mid_attn, res(c, c))
 
         up = []
         for level in reversed(range(levels)):

@@ -205,6 +205,10 @@ pub struct ModelConfig {
     /// GroupNorm groups; every channel count must be a multiple of it.
     pub norm_groups: usize,
     pub dropout: f64,
+    /// How a residual block takes the time + class embedding: `false` adds a per-channel bias
+    /// after its first conv (DDPM); `true` scales and shifts its second GroupNorm's output,
+    /// `norm(h) * (1 + scale) + shift` (adaptive GroupNorm; Dhariwal & Nichol 2021, section 3).
+    pub scale_shift_norm: bool,
 }
 
 impl Default for ModelConfig {
@@ -220,6 +224,7 @@ impl Default for ModelConfig {
             attention_heads: 4,
             norm_groups: 8,
             dropout: 0.0,
+            scale_shift_norm: false,
         }
     }
 }

@@ -74,12 +74,13 @@ fn activation_values(m: &ModelConfig) -> (f64, f64) {
 /// layers; within a fraction of a percent overall).
 pub fn parameter_count(m: &ModelConfig) -> f64 {
     let emb = 4.0 * m.base_channels as f64;
+    // The embedding projection gives a bias, or a scale and a shift, per channel.
+    let emb_outputs = if m.scale_shift_norm { 2.0 } else { 1.0 };
     let conv3 = |ci: f64, co: f64| 9.0 * ci * co + co;
     let res = |ci: f64, co: f64| {
         2.0 * ci
             + conv3(ci, co)
-            + emb * co
-            + co
+            + emb_outputs * (emb * co + co)
             + 2.0 * co
             + conv3(co, co)
             + if ci == co { 0.0 } else { ci * co + co }
@@ -172,8 +173,11 @@ mod tests {
     #[test]
     fn parameter_count_matches_the_built_network() {
         use burn::module::Module;
-        for (width, blocks) in [(16, 1), (8, 2)] {
-            let m = model(width, blocks);
+        for (width, blocks, scale_shift_norm) in [(16, 1, false), (8, 2, false), (16, 1, true)] {
+            let m = ModelConfig {
+                scale_shift_norm,
+                ..model(width, blocks)
+            };
             let built = crate::UNetConfig::from(&m)
                 .init(&burn::prelude::Device::flex(), 0)
                 .num_params() as f64;

@@ -27,6 +27,7 @@ pub struct UNetConfig {
     pub attention_heads: usize,
     pub norm_groups: usize,
     pub dropout: f64,
+    pub scale_shift_norm: bool,
 }
 
 impl From<&ModelConfig> for UNetConfig {
@@ -41,6 +42,7 @@ impl From<&ModelConfig> for UNetConfig {
             attention_heads: m.attention_heads,
             norm_groups: m.norm_groups,
             dropout: m.dropout,
+            scale_shift_norm: m.scale_shift_norm,
         }
     }
 }
@@ -79,6 +81,7 @@ impl UNetConfig {
             embed_dim: emb,
             groups: self.norm_groups,
             dropout: self.dropout,
+            scale_shift: self.scale_shift_norm,
         };
         let stage = |level: usize, c_in: usize, c_out: usize| Stage {
             res: res(c_in, c_out).init(device),
@@ -307,6 +310,7 @@ struct ResBlockConfig {
     embed_dim: usize,
     groups: usize,
     dropout: f64,
+    scale_shift: bool,
 }
 
 impl ResBlockConfig {
@@ -314,16 +318,23 @@ impl ResBlockConfig {
         ResBlock {
             norm1: GroupNormConfig::new(self.groups, self.c_in).init(device),
             conv1: conv3x3(self.c_in, self.c_out, device),
-            emb_proj: LinearConfig::new(self.embed_dim, self.c_out).init(device),
+            // A scale and a shift per channel, or a bias.
+            emb_proj: LinearConfig::new(
+                self.embed_dim,
+                self.c_out * (1 + self.scale_shift as usize),
+            )
+            .init(device),
             norm2: GroupNormConfig::new(self.groups, self.c_out).init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
             conv2: zero_conv3x3(self.c_out, self.c_out, device),
             skip: (self.c_in != self.c_out).then(|| conv1x1(self.c_in, self.c_out, device)),
+            scale_shift: self.scale_shift,
         }
     }
 }
 
-/// GroupNorm -> SiLU -> conv, plus the embedding as a per-channel bias, twice, with a skip.
+/// GroupNorm -> SiLU -> conv, twice, with a skip; the embedding enters between the two as a
+/// per-channel bias, or (`scale_shift`) as a scale and shift of the second GroupNorm's output.
 #[derive(Module, Debug)]
 struct ResBlock {
     norm1: GroupNorm,
@@ -333,6 +344,7 @@ struct ResBlock {
     dropout: Dropout,
     conv2: Conv2d,
     skip: Option<Conv2d>,
+    scale_shift: bool,
 }
 
 impl ResBlock {
@@ -341,15 +353,16 @@ impl ResBlock {
     fn forward(&self, x: Tensor<4>, emb: &Tensor<2>) -> Tensor<4> {
         let h = conv2d(&self.conv1, group_norm_silu(&self.norm1, x.clone())); // [batch, c_out, h, w]
         let [batch, c_out, _, _] = h.dims();
-        let bias = self
-            .emb_proj
-            .forward(silu(emb.clone()))
-            .reshape([batch, c_out, 1, 1]);
-        let h = h + bias;
-        let h = conv2d(
-            &self.conv2,
-            self.dropout.forward(group_norm_silu(&self.norm2, h)),
-        );
+        let emb = self.emb_proj.forward(silu(emb.clone())); // [batch, c_out or 2 c_out]
+        let h = if self.scale_shift {
+            let emb = emb.reshape([batch, 2 * c_out, 1, 1]);
+            let scale = emb.clone().slice(s![.., 0..c_out]);
+            let shift = emb.slice(s![.., c_out..]);
+            silu(group_norm(&self.norm2, h) * (scale + 1.0) + shift)
+        } else {
+            group_norm_silu(&self.norm2, h + emb.reshape([batch, c_out, 1, 1]))
+        };
+        let h = conv2d(&self.conv2, self.dropout.forward(h));
         let skip = match &self.skip {
             Some(conv) => conv2d(conv, x),
             None => x,
@@ -404,6 +417,7 @@ pub(crate) mod tests {
             attention_heads: 2,
             norm_groups: 4,
             dropout: 0.0,
+            scale_shift_norm: false,
         }
     }
 
@@ -439,11 +453,90 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn scale_shift_model_runs_and_its_output_depends_on_the_label() {
+        let device = Device::flex();
+        let config = UNetConfig {
+            scale_shift_norm: true,
+            ..tiny()
+        };
+        let model = perturbed(config.init(&device, 0), &device);
+        let x = normals([1, 1, 8, 8], 7, &device);
+        let t = Tensor::<1>::from_floats([300.0], &device);
+        let out = |label: i64| {
+            let y = Tensor::<1, Int>::from_ints([label], &device);
+            model.forward(x.clone(), t.clone(), y)
+        };
+        let diff: f32 = (out(0) - out(1)).abs().max().into_scalar();
+        assert!(diff > 1e-3, "labels 0 and 1 gave outputs {diff} apart");
+    }
+
+    #[test]
     fn class_embedding_has_a_null_row() {
         let device = Device::flex();
         let model = tiny().init(&device, 0);
         assert_eq!(model.null_class(), 3);
         assert_eq!(model.class_embedding.weight.val().dims(), [4, 32]);
+    }
+
+    fn normals<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+        let n = shape.iter().product();
+        let values = crate::rng::Rng::new(seed).normals(n);
+        Tensor::<1>::from_data(TensorData::new(values, [n]), device).reshape(shape)
+    }
+
+    /// Adds seeded noise to every parameter, so zero-initialised output convs do not hide a path.
+    fn perturbed<M: Module>(module: M, device: &Device) -> M {
+        struct Perturb<'a>(&'a Device, u64);
+        impl burn::module::ModuleMapper for Perturb<'_> {
+            fn map_float<const D: usize>(
+                &mut self,
+                param: burn::module::Param<Tensor<D>>,
+            ) -> burn::module::Param<Tensor<D>> {
+                self.1 += 1;
+                let (device, seed) = (self.0.clone(), self.1);
+                param.map(|t| {
+                    let shape: [usize; D] = t.dims();
+                    t + normals(shape, seed, &device).mul_scalar(0.3)
+                })
+            }
+        }
+        module.map(&mut Perturb(device, 0))
+    }
+
+    #[test]
+    fn scale_shift_block_scales_and_shifts_the_second_norm() {
+        let device = Device::flex();
+        let (c_in, c_out, embed_dim) = (4, 8, 6);
+        let config = ResBlockConfig {
+            c_in,
+            c_out,
+            embed_dim,
+            groups: 2,
+            dropout: 0.0,
+            scale_shift: true,
+        };
+        let block = perturbed(config.init(&device), &device);
+        assert_eq!(block.emb_proj.weight.val().dims(), [embed_dim, 2 * c_out]);
+        let x = normals([2, c_in, 5, 5], 7, &device);
+        let emb = normals([2, embed_dim], 8, &device);
+
+        // The same block written with Burn's own layers: the first half of the projection is
+        // the scale, the second the shift (the order guided-diffusion and the twin use).
+        let silu_ref = |t: Tensor<4>| t.clone() * burn::tensor::activation::sigmoid(t);
+        let h = block
+            .conv1
+            .forward(silu_ref(block.norm1.forward(x.clone())));
+        let e = block
+            .emb_proj
+            .forward(emb.clone() * burn::tensor::activation::sigmoid(emb.clone()));
+        let scale = e.clone().slice(s![.., 0..c_out]).reshape([2, c_out, 1, 1]);
+        let shift = e.slice(s![.., c_out..]).reshape([2, c_out, 1, 1]);
+        let h = silu_ref(block.norm2.forward(h) * (scale + 1.0) + shift);
+        let expected = block.skip.as_ref().unwrap().forward(x.clone()) + block.conv2.forward(h);
+
+        let got = block.forward(x, &emb);
+        let diff: f32 = (got - expected).abs().max().into_scalar();
+        assert!(diff < 1e-4, "max difference {diff}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub(super) fn model_seeded(device: &Device, seed: u64) -> UNet {
         attention_heads: 1,
         norm_groups: 4,
         dropout: 0.0,
+        scale_shift_norm: false,
     }
     .init(device, seed);
     // Zero-initialised output layers would make every prediction 0; perturb them.
