@@ -6,7 +6,7 @@
 //! happens outside it, so modules built at the same time (tests run in threads) cannot
 //! interleave their draws, and a module's weights are a function of its seed alone.
 
-use burn::module::{ModuleVisitor, Param};
+use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
@@ -38,6 +38,38 @@ pub fn conv3x3(c_in: usize, c_out: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([c_in, c_out], [3, 3])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
         .init(device)
+}
+
+/// A tensor of `shape` filled, in row-major order, with the standard normals of
+/// `Rng::new(seed)`: reproducible test inputs, independent of the backend's RNG.
+pub fn seeded_normals<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    let n = shape.iter().product();
+    let values = crate::rng::Rng::new(seed).normals(n);
+    Tensor::<1>::from_data(TensorData::new(values, [n]), device).reshape(shape)
+}
+
+/// `module` with seeded normal noise of standard deviation `std` added to every float
+/// parameter; the i-th parameter in field order (from 1) draws from `Rng::new(first_seed + i)`.
+/// Tests and the twin check use it so that zero-initialised layers (the output convs) take part.
+pub fn perturb_params<M: Module>(module: M, first_seed: u64, std: f64) -> M {
+    struct Perturb {
+        seed: u64,
+        std: f64,
+    }
+    impl ModuleMapper for Perturb {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            self.seed += 1;
+            let (seed, std) = (self.seed, self.std);
+            param.map(|t| {
+                let noise = seeded_normals(t.dims(), seed, &t.device());
+                t + noise.mul_scalar(std)
+            })
+        }
+    }
+    module.map(&mut Perturb {
+        seed: first_seed,
+        std,
+    })
 }
 
 /// Reads every parameter once, which runs its lazy initialiser.

@@ -404,6 +404,7 @@ impl SelfAttention {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::init::{perturb_params, seeded_normals};
 
     /// A two-level, 3-class test network of width `base`.
     pub(crate) fn tiny_width(base: usize) -> UNetConfig {
@@ -459,8 +460,8 @@ pub(crate) mod tests {
             scale_shift_norm: true,
             ..tiny()
         };
-        let model = perturbed(config.init(&device, 0), &device);
-        let x = normals([1, 1, 8, 8], 7, &device);
+        let model = perturb_params(config.init(&device, 0), 0, 0.3);
+        let x = seeded_normals([1, 1, 8, 8], 7, &device);
         let t = Tensor::<1>::from_floats([300.0], &device);
         let out = |label: i64| {
             let y = Tensor::<1, Int>::from_ints([label], &device);
@@ -478,31 +479,6 @@ pub(crate) mod tests {
         assert_eq!(model.class_embedding.weight.val().dims(), [4, 32]);
     }
 
-    fn normals<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
-        let n = shape.iter().product();
-        let values = crate::rng::Rng::new(seed).normals(n);
-        Tensor::<1>::from_data(TensorData::new(values, [n]), device).reshape(shape)
-    }
-
-    /// Adds seeded noise to every parameter, so zero-initialised output convs do not hide a path.
-    fn perturbed<M: Module>(module: M, device: &Device) -> M {
-        struct Perturb<'a>(&'a Device, u64);
-        impl burn::module::ModuleMapper for Perturb<'_> {
-            fn map_float<const D: usize>(
-                &mut self,
-                param: burn::module::Param<Tensor<D>>,
-            ) -> burn::module::Param<Tensor<D>> {
-                self.1 += 1;
-                let (device, seed) = (self.0.clone(), self.1);
-                param.map(|t| {
-                    let shape: [usize; D] = t.dims();
-                    t + normals(shape, seed, &device).mul_scalar(0.3)
-                })
-            }
-        }
-        module.map(&mut Perturb(device, 0))
-    }
-
     #[test]
     fn scale_shift_block_scales_and_shifts_the_second_norm() {
         let device = Device::flex();
@@ -515,10 +491,10 @@ pub(crate) mod tests {
             dropout: 0.0,
             scale_shift: true,
         };
-        let block = perturbed(config.init(&device), &device);
+        let block = perturb_params(config.init(&device), 0, 0.3);
         assert_eq!(block.emb_proj.weight.val().dims(), [embed_dim, 2 * c_out]);
-        let x = normals([2, c_in, 5, 5], 7, &device);
-        let emb = normals([2, embed_dim], 8, &device);
+        let x = seeded_normals([2, c_in, 5, 5], 7, &device);
+        let emb = seeded_normals([2, embed_dim], 8, &device);
 
         // The same block written with Burn's own layers: the first half of the projection is
         // the scale, the second the shift (the order guided-diffusion and the twin use).

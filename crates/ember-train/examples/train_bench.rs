@@ -283,29 +283,6 @@ fn sample(config: ExperimentConfig, args: &Args) {
     );
 }
 
-/// Adds seeded noise of standard deviation `std` to every parameter, so zero-initialised layers
-/// take part in the comparison.
-struct Perturb {
-    count: u64,
-    std: f64,
-}
-
-impl ModuleMapper for Perturb {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        self.count += 1;
-        let (seed, std) = (self.count, self.std);
-        param.map(|t| {
-            let device = t.device();
-            let n = t.shape().num_elements();
-            let noise = Rng::new(1000 + seed).normals(n);
-            let noise = Tensor::<1>::from_data(TensorData::new(noise, [n]), &device)
-                .reshape(t.shape())
-                .mul_scalar(std);
-            t + noise
-        })
-    }
-}
-
 /// Makes every parameter a tracked autodiff leaf again: weights assigned from a file are plain
 /// tensors, and `backward` needs tracked leaves.
 struct Track;
@@ -467,10 +444,7 @@ fn check(config: ExperimentConfig, args: &Args) {
     let unet = UNetConfig::from(&config.model);
 
     // 1. Perturbed weights, shared by both sides.
-    let base = unet.init(&device, 7).map(&mut Perturb {
-        count: 0,
-        std: 0.05,
-    });
+    let base = ember_model::init::perturb_params(unet.init(&device, 7), 1000, 0.05);
     let weights = dir.join("weights.safetensors");
     ember_model::weights::save_safetensors(&base, &weights).unwrap();
 

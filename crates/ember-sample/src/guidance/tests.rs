@@ -31,31 +31,7 @@ pub(super) fn model_seeded(device: &Device, seed: u64) -> UNet {
     }
     .init(device, seed);
     // Zero-initialised output layers would make every prediction 0; perturb them.
-    perturb(model, device)
-}
-
-fn perturb(model: UNet, device: &Device) -> UNet {
-    struct Perturb<'a>(&'a Device, u64);
-    impl burn::module::ModuleMapper for Perturb<'_> {
-        fn map_float<const D: usize>(
-            &mut self,
-            param: burn::module::Param<Tensor<D>>,
-        ) -> burn::module::Param<Tensor<D>> {
-            self.1 += 1;
-            let seed = self.1;
-            let device = self.0.clone();
-            param.map(|t| {
-                let n = t.shape().num_elements();
-                let noise = ember_model::rng::Rng::new(seed).normals(n);
-                let noise = Tensor::<1>::from_data(TensorData::new(noise, [n]), &device)
-                    .reshape(t.shape())
-                    .mul_scalar(0.1);
-                t + noise
-            })
-        }
-    }
-    use burn::module::Module;
-    model.map(&mut Perturb(device, 0))
+    ember_model::init::perturb_params(model, 0, 0.1)
 }
 
 pub(super) fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
