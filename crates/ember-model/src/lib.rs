@@ -2,8 +2,9 @@
 //! the host-side random streams that training and sampling share.
 //!
 //! - `unet.rs`: the UNet; `init.rs`: seeded initialisation of any Burn module (UNet and
-//!   classifier); `schedule.rs`, `loss.rs`: the diffusion process and its losses; `rng.rs`: the
-//!   `(seed, stream, index)` random streams; `weights.rs`: safetensors import/export;
+//!   classifier), and the seeded perturbation tests use; `schedule.rs`, `loss.rs`: the diffusion
+//!   process and its losses; `rng.rs`: the `(seed, stream, index)` random streams;
+//!   `weights.rs`: safetensors import/export;
 //!   `memory.rs`: memory estimates; `hash.rs`: the checksum of files Ember writes.
 
 pub mod init;
