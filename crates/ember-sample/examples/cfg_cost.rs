@@ -12,7 +12,7 @@
 use burn::prelude::*;
 use ember_config::ExperimentConfig;
 use ember_model::UNetConfig;
-use ember_model::rng::Rng;
+use ember_model::init::seeded_normals;
 use ember_sample::guidance::ClassifierFreeGuidance;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -29,10 +29,7 @@ fn main() {
     let device = Device::flex();
     let model = UNetConfig::from(&config.model).init(&device, 0);
     let (c, s) = (config.model.image_channels, config.model.image_size);
-    let noise = |n: usize| {
-        let values = Rng::new(n as u64).normals(n * c * s * s);
-        Tensor::<4>::from_data(TensorData::new(values, [n, c, s, s]), &device)
-    };
+    let noise = |n: usize| seeded_normals([n, c, s, s], n as u64, &device);
     let classes = config.model.num_classes;
     let labels: Vec<usize> = (0..batch).map(|i| i % classes).collect();
     let labels2: Vec<usize> = labels

@@ -34,6 +34,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use ember_config::ExperimentConfig;
 use ember_data::ImageBatch;
+use ember_model::init::{perturb_params, seeded_normals};
 use ember_model::rng::{Rng, Stream, derive_seed};
 use ember_model::{UNet, UNetConfig, labels_tensor};
 use ember_sample::guidance::ClassifierFreeGuidance;
@@ -444,7 +445,7 @@ fn check(config: ExperimentConfig, args: &Args) {
     let unet = UNetConfig::from(&config.model);
 
     // 1. Perturbed weights, shared by both sides.
-    let base = ember_model::init::perturb_params(unet.init(&device, 7), 1000, 0.05);
+    let base = perturb_params(unet.init(&device, 7), 1000, 0.05);
     let weights = dir.join("weights.safetensors");
     ember_model::weights::save_safetensors(&base, &weights).unwrap();
 
@@ -467,9 +468,7 @@ fn check(config: ExperimentConfig, args: &Args) {
             }
         })
         .collect();
-    let noise = Rng::new(12).normals(b * c * s * s);
-    let noise = Tensor::<1>::from_data(TensorData::new(noise, [b * c * s * s]), &device)
-        .reshape([b, c, s, s]);
+    let noise = seeded_normals([b, c, s, s], 12, &device);
     let schedule = ember_model::NoiseSchedule::new(&config.diffusion);
     let x_t = schedule.add_noise(x0.clone(), noise.clone(), &timesteps);
     let tf: Vec<f32> = timesteps.iter().map(|&t| t as f32).collect();
@@ -524,11 +523,7 @@ fn check(config: ExperimentConfig, args: &Args) {
         None,
         &device,
     );
-    let x_start = Tensor::<1>::from_data(
-        TensorData::new(Rng::new(13).normals(b * c * s * s), [b * c * s * s]),
-        &device,
-    )
-    .reshape([b, c, s, s]);
+    let x_start = seeded_normals([b, c, s, s], 13, &device);
     let visited =
         ember_sample::timesteps::timesteps(&schedule, sample_steps, config.sample.spacing);
     let sampled = Ddim {

@@ -380,10 +380,8 @@ mod tests {
     }
 
     fn batch(device: &Device) -> ImageBatch {
-        let pixels = Rng::new(5).normals(4 * 64);
         ImageBatch {
-            images: Tensor::<1>::from_data(TensorData::new(pixels, [256]), device)
-                .reshape([4, 1, 8, 8]),
+            images: ember_model::init::seeded_normals([4, 1, 8, 8], 5, device),
             labels: vec![0, 1, 2, 3],
         }
     }

@@ -39,9 +39,10 @@ pub(super) fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
 }
 
 pub(super) fn inputs(device: &Device) -> (Tensor<4>, Vec<usize>) {
-    let x = ember_model::rng::Rng::new(9).normals(2 * 64);
-    let x = Tensor::<1>::from_data(TensorData::new(x, [128]), device).reshape([2, 1, 8, 8]);
-    (x, vec![0, 2])
+    (
+        ember_model::init::seeded_normals([2, 1, 8, 8], 9, device),
+        vec![0, 2],
+    )
 }
 
 #[test]
