@@ -309,25 +309,28 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_interval_study_resolves_to_distinct_intervals() {
+    fn the_shipped_interval_studies_resolve_to_distinct_intervals() {
         let manifest =
             std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
-        let path = Path::new(&manifest).join("../../configs/studies/mnist-interval.toml");
-        let methods = load_study(&path, &SampleConfig::default(), 1000, 10).unwrap();
-        assert!(
-            methods[0].sampling.guidance_interval.is_empty(),
-            "plain CFG first"
-        );
-        let mut intervals: Vec<Vec<f64>> = methods[1..]
-            .iter()
-            .map(|m| m.sampling.guidance_interval.clone())
-            .collect();
-        assert!(intervals.iter().all(|i| i.len() == 2 && i[0] < i[1]));
-        intervals.dedup();
-        assert_eq!(
-            intervals.len(),
-            methods.len() - 1,
-            "one interval per method"
-        );
+        for file in ["mnist-interval.toml", "fashion-mnist-interval.toml"] {
+            let path = Path::new(&manifest)
+                .join("../../configs/studies")
+                .join(file);
+            let methods = load_study(&path, &SampleConfig::default(), 1000, 10).unwrap();
+            assert!(
+                methods[0].sampling.guidance_interval.is_empty(),
+                "{file}: CFG first"
+            );
+            let mut intervals: Vec<Vec<f64>> = methods[1..]
+                .iter()
+                .map(|m| m.sampling.guidance_interval.clone())
+                .collect();
+            assert!(
+                intervals.iter().all(|i| i.len() == 2 && i[0] < i[1]),
+                "{file}"
+            );
+            intervals.dedup();
+            assert_eq!(intervals.len(), methods.len() - 1, "{file}: one per method");
+        }
     }
 }
