@@ -282,12 +282,36 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_shipped_example_study_resolves() {
+    /// Every study in `configs/studies`, resolved (a file that does not resolve fails here),
+    /// by file name.
+    fn shipped_studies() -> Vec<(String, Vec<MethodSpec>)> {
+        // At run time, not env!(): a test binary built in another clone sharing the target
+        // directory is reused by cargo and would look in that clone.
         let manifest =
             std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
-        let path = Path::new(&manifest).join("../../configs/studies/guidance-methods.toml");
-        let methods = load_study(&path, &SampleConfig::default(), 1000, 10).unwrap();
+        let root = Path::new(&manifest).join("../../configs/studies");
+        std::fs::read_dir(&root)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+            .map(|path| {
+                let methods = load_study(&path, &SampleConfig::default(), 1000, 10)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                (
+                    path.file_name().unwrap().to_string_lossy().into_owned(),
+                    methods,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_shipped_example_study_resolves() {
+        let studies = shipped_studies();
+        let (_, methods) = studies
+            .iter()
+            .find(|(name, _)| name == "guidance-methods.toml")
+            .expect("configs/studies/guidance-methods.toml");
         let kinds: Vec<GuidanceMethod> =
             methods.iter().map(|m| m.sampling.guidance_method).collect();
         for method in GuidanceMethod::ALL {
@@ -310,13 +334,13 @@ mod tests {
 
     #[test]
     fn the_shipped_interval_studies_resolve_to_distinct_intervals() {
-        let manifest =
-            std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
-        for file in ["mnist-interval.toml", "fashion-mnist-interval.toml"] {
-            let path = Path::new(&manifest)
-                .join("../../configs/studies")
-                .join(file);
-            let methods = load_study(&path, &SampleConfig::default(), 1000, 10).unwrap();
+        let studies = shipped_studies();
+        let interval_studies: Vec<_> = studies
+            .iter()
+            .filter(|(name, _)| name.ends_with("-interval.toml"))
+            .collect();
+        assert_eq!(interval_studies.len(), 2, "MNIST's and Fashion-MNIST's");
+        for (file, methods) in interval_studies {
             assert!(
                 methods[0].sampling.guidance_interval.is_empty(),
                 "{file}: CFG first"
