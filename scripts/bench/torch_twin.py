@@ -313,6 +313,13 @@ class Schedule:
     def alpha_bar(self, t):
         return 1.0 if t is None else self.alphas_cumprod[t]
 
+    def timesteps_at_sigma(self, sigma):
+        """The first timestep whose sigma is at least each of `sigma` (NoiseSchedule::timestep_at_sigma)."""
+        # abar decreases; searchsorted wants increasing values, so search -abar for -threshold.
+        neg_ab = -torch.tensor(self.alphas_cumprod, dtype=torch.float64)
+        t = torch.searchsorted(neg_ab, -1.0 / (1.0 + sigma * sigma), right=False)
+        return t.clamp(max=len(self) - 1)
+
     def add_noise(self, x0, noise, timesteps):
         s = self.signal[timesteps].view(-1, 1, 1, 1)
         g = self.sigma[timesteps].view(-1, 1, 1, 1)
@@ -395,10 +402,18 @@ class Trainer:
         return t["learning_rate"]
 
     def draw_inputs(self, labels: torch.Tensor, shape):
-        """Label dropout, uniform timesteps and Gaussian noise for one step."""
+        """Label dropout, timesteps (as `timestep_sampling` says) and Gaussian noise for one step."""
         drop = torch.rand(labels.shape[0]) < self.train_cfg["p_uncond"]
         labels = torch.where(drop, torch.full_like(labels, self.model.null_class), labels)
-        timesteps = torch.randint(0, len(self.schedule), (labels.shape[0],))
+        if self.train_cfg.get("timestep_sampling", "uniform") == "logit-normal":
+            timesteps = self.schedule.timesteps_at_sigma(
+                torch.exp(
+                    self.train_cfg["logit_mean"]
+                    + self.train_cfg["logit_std"] * torch.randn(labels.shape[0], dtype=torch.float64)
+                )
+            )
+        else:
+            timesteps = torch.randint(0, len(self.schedule), (labels.shape[0],))
         noise = torch.randn(shape)
         return labels, timesteps, noise
 

@@ -326,6 +326,26 @@ pub struct TrainConfig {
     /// low-noise timesteps (SNR above gamma) count as if their SNR were gamma; 0 = off (the
     /// plain mean squared error). The paper uses 5.
     pub min_snr_gamma: f64,
+    /// How each row's timestep is drawn: "uniform" over `0..T` (Ho et al. 2020), or
+    /// "logit-normal" (Esser et al. 2024, SD3, sec. 3.1), which favours middle noise levels.
+    pub timestep_sampling: TimestepSampling,
+    /// Mean and standard deviation of the logit-normal's normal: SD3's rectified-flow time is
+    /// `t = sigmoid(N(logit_mean, logit_std))`, whose noise-to-signal ratio is `t / (1 - t)`, so
+    /// `ln sigma ~ N(logit_mean, logit_std)`. Ember draws that sigma and trains on the first
+    /// timestep of the beta schedule that is at least as noisy, so the values mean the same under
+    /// every schedule. SD3 uses 0 and 1. Ignored by "uniform".
+    pub logit_mean: f64,
+    pub logit_std: f64,
+}
+
+/// How training draws timesteps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimestepSampling {
+    /// Every timestep equally often.
+    Uniform,
+    /// `ln sigma ~ N(logit_mean, logit_std)`, mapped to the schedule's timesteps.
+    LogitNormal,
 }
 
 /// The learning rate after the warm-up.
@@ -368,6 +388,9 @@ impl Default for TrainConfig {
             keep_every: 0,
             on_nonfinite_loss: NonFiniteLoss::Stop,
             min_snr_gamma: 0.0,
+            timestep_sampling: TimestepSampling::Uniform,
+            logit_mean: 0.0,
+            logit_std: 1.0,
         }
     }
 }
@@ -778,6 +801,29 @@ mod tests {
     fn unknown_table_is_rejected_by_name() {
         let err = parse("[trian]\nsteps = 10\n").unwrap_err().to_string();
         assert!(err.contains("trian"), "{err}");
+    }
+
+    #[test]
+    fn logit_normal_timestep_sampling_parses_and_bad_spreads_are_rejected_by_key() {
+        let c =
+            parse("[train]\ntimestep_sampling = \"logit-normal\"\nlogit_mean = -0.5\n").unwrap();
+        assert_eq!(c.train.timestep_sampling, TimestepSampling::LogitNormal);
+        assert_eq!((c.train.logit_mean, c.train.logit_std), (-0.5, 1.0));
+        for (text, key) in [
+            ("logit_std = 0.0", "train.logit_std"),
+            ("logit_std = nan", "train.logit_std"),
+            ("logit_mean = 1e9", "train.logit_mean"),
+            ("logit_mean = inf", "train.logit_mean"),
+        ] {
+            let err = parse(&format!("[train]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let err = parse("[train]\ntimestep_sampling = \"normal\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("timestep_sampling"), "{err}");
     }
 
     #[test]

@@ -278,6 +278,20 @@ impl TrainConfig {
                 format!("expected >= 0 (0 = off), got {}", self.min_snr_gamma),
             ));
         }
+        // Bounded so that exp() of a few standard deviations stays finite and meaningful: beyond
+        // |ln sigma| = 20 every draw lands on the schedule's first or last timestep.
+        if !(self.logit_mean.abs() <= 20.0) {
+            return Err(bad(
+                "train.logit_mean",
+                format!("expected a number in [-20, 20], got {}", self.logit_mean),
+            ));
+        }
+        if !(self.logit_std > 0.0 && self.logit_std <= 10.0) {
+            return Err(bad(
+                "train.logit_std",
+                format!("expected a number in (0, 10], got {}", self.logit_std),
+            ));
+        }
         if self.log_every == 0 {
             return Err(bad("train.log_every", "expected at least 1"));
         }

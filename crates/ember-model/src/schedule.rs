@@ -115,6 +115,16 @@ impl NoiseSchedule {
         ((1.0 - ab) / ab).sqrt()
     }
 
+    /// The first timestep whose [`sigma`](NoiseSchedule::sigma) is at least `sigma` (the last
+    /// timestep when none is): where a noise level drawn in the continuous view lands on this
+    /// schedule. `sigma_t >= sigma` is `abar_t <= 1 / (1 + sigma^2)`, tested without the square
+    /// root so that zero terminal SNR (`abar = 0`, infinite sigma) needs no special case.
+    pub fn timestep_at_sigma(&self, sigma: f64) -> usize {
+        let threshold = 1.0 / (1.0 + sigma * sigma);
+        let t = self.alphas_cumprod.partition_point(|&ab| ab > threshold);
+        t.min(self.len() - 1)
+    }
+
     /// The noise implied by a clean-image prediction at `x`: `(x - sqrt(abar) x0) / sqrt(1 - abar)`.
     pub fn eps_from_x0(&self, x: Tensor<4>, x0: Tensor<4>, t: usize) -> Tensor<4> {
         let ab = self.alphas_cumprod[t];
@@ -264,6 +274,35 @@ mod tests {
             .try_to_vec()
             .unwrap();
         assert_eq!(eps, vec![0.3, -1.2]);
+    }
+
+    #[test]
+    fn timestep_at_sigma_is_the_first_timestep_at_least_that_noisy() {
+        for zero_terminal_snr in [false, true] {
+            let s = NoiseSchedule::new(&DiffusionConfig {
+                zero_terminal_snr,
+                prediction: Prediction::V,
+                ..DiffusionConfig::default()
+            });
+            for t in [0, 1, 137, 500, 998] {
+                // A hair below sigma_t lands on t; a hair above needs the next timestep.
+                let sigma = s.sigma(Some(t));
+                assert_eq!(
+                    s.timestep_at_sigma(sigma * (1.0 - 1e-9)),
+                    t,
+                    "{zero_terminal_snr}"
+                );
+                assert_eq!(s.timestep_at_sigma(sigma * (1.0 + 1e-6)), t + 1);
+            }
+            assert_eq!(s.timestep_at_sigma(0.0), 0);
+            assert_eq!(s.timestep_at_sigma(1e30), 999);
+            assert_eq!(s.timestep_at_sigma(f64::INFINITY), 999);
+            // Monotone: more noise never maps to an earlier timestep.
+            let ts: Vec<usize> = (-60..60)
+                .map(|i| s.timestep_at_sigma((i as f64 / 10.0).exp()))
+                .collect();
+            assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+        }
     }
 
     #[test]

@@ -405,8 +405,7 @@ fn inputs(config: ExperimentConfig, args: &Args) {
         (file("null.u8"), file("timesteps.u32"), file("noise.f32"));
     for step in 0..args.steps {
         let rows = b.min(len - (step % per_epoch) * b);
-        let draws =
-            ember_train::StepDraws::of(&config, trainer.schedule.len(), step, rows, image_len);
+        let draws = ember_train::StepDraws::of(&config, &trainer.schedule, step, rows, image_len);
         for &n in &draws.null_rows {
             null.write_all(&[n as u8]).unwrap();
         }
@@ -506,9 +505,10 @@ fn check(config: ExperimentConfig, args: &Args) {
     };
     let mask: Vec<bool> = (0..b).map(|i| i % 4 == 1).collect();
     let step_labels = ember_train::label_dropout::apply_mask(&batch.labels, &mask, null);
-    let mut t_rng = Rng::for_stream(config.seed, Stream::Timesteps, 0);
-    let step_t: Vec<f32> = (0..b).map(|_| t_rng.below(t_max) as f32).collect();
-    let step_noise = Rng::for_stream(config.seed, Stream::Noise, 0).normals(b * c * s * s);
+    // The draws train_step makes at step 0 (its own mask replaces their null rows).
+    let draws = ember_train::StepDraws::of(&config, &trainer.schedule, 0, b, c * s * s);
+    let step_t: Vec<f32> = draws.timesteps.iter().map(|&t| t as f32).collect();
+    let step_noise = draws.noise;
     let lr = trainer.learning_rate(0);
     let (step_loss, step_norm) = trainer.train_step(batch, Some(&mask));
 

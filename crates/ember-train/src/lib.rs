@@ -18,7 +18,7 @@ use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use ember_config::{ExperimentConfig, LrSchedule, NonFiniteLoss};
+use ember_config::{ExperimentConfig, LrSchedule, NonFiniteLoss, TimestepSampling};
 use ember_data::{EpochView, ImageBatch, ImageBatcher, ImageDataset};
 use ember_model::rng::{Rng, Stream, derive_seed};
 use ember_model::{
@@ -96,7 +96,8 @@ pub fn epoch_order(config: &ExperimentConfig, len: usize, epoch: usize) -> Vec<u
 }
 
 /// The random draws of training step `step`, each from that step's own stream: which rows use
-/// the null class, the timesteps (below `t_max`) and the diffusion noise (`rows x image_len`).
+/// the null class, the timesteps (on `schedule`, as `train.timestep_sampling` says) and the
+/// diffusion noise (`rows x image_len`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepDraws {
     pub null_rows: Vec<bool>,
@@ -107,7 +108,7 @@ pub struct StepDraws {
 impl StepDraws {
     pub fn of(
         config: &ExperimentConfig,
-        t_max: usize,
+        schedule: &NoiseSchedule,
         step: usize,
         rows: usize,
         image_len: usize,
@@ -119,9 +120,20 @@ impl StepDraws {
             &mut Rng::for_stream(seed, Stream::LabelDropout, step),
         );
         let mut t_rng = Rng::for_stream(seed, Stream::Timesteps, step);
-        let timesteps = (0..rows)
-            .map(|_| t_rng.below(t_max as u64) as usize)
-            .collect();
+        let timesteps = match config.train.timestep_sampling {
+            TimestepSampling::Uniform => (0..rows)
+                .map(|_| t_rng.below(schedule.len() as u64) as usize)
+                .collect(),
+            // ln sigma ~ N(mean, std), then the schedule's first timestep at least that noisy.
+            TimestepSampling::LogitNormal => {
+                let (mean, std) = (config.train.logit_mean, config.train.logit_std);
+                t_rng
+                    .normals(rows)
+                    .into_iter()
+                    .map(|z| schedule.timestep_at_sigma((mean + std * z as f64).exp()))
+                    .collect()
+            }
+        };
         let noise = Rng::for_stream(seed, Stream::Noise, step).normals(rows * image_len);
         Self {
             null_rows,
@@ -238,7 +250,7 @@ impl Trainer {
         let [b, c, h, w] = batch.images.dims();
 
         // 1-2. this step's draws: labels with classifier-free dropout, timesteps, noise
-        let draws = StepDraws::of(&self.config, self.schedule.len(), self.step, b, c * h * w);
+        let draws = StepDraws::of(&self.config, &self.schedule, self.step, b, c * h * w);
         let null_rows = forced_null.unwrap_or(&draws.null_rows);
         let labels = label_dropout::apply_mask(&batch.labels, null_rows, self.model.null_class());
         let timesteps = draws.timesteps;
@@ -426,16 +438,16 @@ mod tests {
         config.train.p_uncond = 0.5;
         let mut trainer = Trainer::new(config.clone(), &device);
         let model = trainer.model.clone();
-        let draws = StepDraws::of(&config, trainer.schedule.len(), 0, 4, 64);
-        assert_eq!(draws, StepDraws::of(&config, 50, 0, 4, 64));
-        assert_ne!(draws, StepDraws::of(&config, 50, 1, 4, 64));
+        let schedule = &trainer.schedule;
+        let draws = StepDraws::of(&config, schedule, 0, 4, 64);
+        assert_eq!(draws, StepDraws::of(&config, schedule, 0, 4, 64));
+        assert_ne!(draws, StepDraws::of(&config, schedule, 1, 4, 64));
         assert!(draws.timesteps.iter().all(|&t| t < 50));
 
         let labels = label_dropout::apply_mask(&[0, 1, 2, 3], &draws.null_rows, model.null_class());
         let x0 = batch(&device).images;
         let noise =
             Tensor::<4>::from_data(TensorData::new(draws.noise.clone(), [4, 1, 8, 8]), &device);
-        let schedule = &trainer.schedule;
         let target = schedule.target(x0.clone(), noise.clone(), &draws.timesteps);
         let x_t = schedule.add_noise(x0, noise, &draws.timesteps);
         let t: Vec<f32> = draws.timesteps.iter().map(|&t| t as f32).collect();
@@ -450,6 +462,42 @@ mod tests {
             (loss - expected).abs() <= 1e-6 * expected,
             "{loss} vs {expected}"
         );
+    }
+
+    #[test]
+    fn logit_normal_timesteps_follow_the_normal_in_log_sigma() {
+        let mut config = ExperimentConfig::default();
+        config.diffusion.prediction = ember_config::Prediction::V;
+        config.diffusion.zero_terminal_snr = true;
+        let schedule = NoiseSchedule::new(&config.diffusion);
+        let rows = 20_000;
+        // Uniform keeps the draws every earlier run trained on (and resumes into).
+        let uniform = StepDraws::of(&config, &schedule, 3, rows, 1).timesteps;
+        let mut t_rng = Rng::for_stream(config.seed, Stream::Timesteps, 3);
+        assert!(uniform.iter().all(|&t| t == t_rng.below(1000) as usize));
+
+        config.train.timestep_sampling = TimestepSampling::LogitNormal;
+        for (mean, std) in [(0.0, 1.0), (-1.2, 1.2)] {
+            config.train.logit_mean = mean;
+            config.train.logit_std = std;
+            let drawn = StepDraws::of(&config, &schedule, 3, rows, 1).timesteps;
+            assert_eq!(
+                drawn,
+                StepDraws::of(&config, &schedule, 3, rows, 1).timesteps
+            );
+            // The share of draws at most as noisy as sigma = exp(mean + k std) is Phi(k).
+            let share_below = |k: f64| {
+                let t = schedule.timestep_at_sigma((mean + k * std).exp());
+                drawn.iter().filter(|&&d| d <= t).count() as f64 / rows as f64
+            };
+            for (k, phi) in [(-1.0, 0.1587), (0.0, 0.5), (1.0, 0.8413), (2.0, 0.9772)] {
+                let share = share_below(k);
+                assert!(
+                    (share - phi).abs() < 0.015,
+                    "N({mean}, {std}) at {k}: {share}"
+                );
+            }
+        }
     }
 
     #[test]
