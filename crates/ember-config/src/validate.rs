@@ -280,7 +280,7 @@ impl TrainConfig {
         }
         // Bounded so that exp() of a few standard deviations stays finite and meaningful: beyond
         // |ln sigma| = 20 every draw lands on the schedule's first or last timestep.
-        if !(self.logit_mean.abs() <= 20.0) {
+        if self.logit_mean.is_nan() || self.logit_mean.abs() > 20.0 {
             return Err(bad(
                 "train.logit_mean",
                 format!("expected a number in [-20, 20], got {}", self.logit_mean),
