@@ -208,6 +208,17 @@ fn every_sampler_runs_from_the_cli_with_every_guidance_option() {
     let out = sample_two_classes(&run, &dir.join("x.png"), &["--sampler", "plms"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("dpmpp-2m"), "{}", text(&out));
+    // `--guidance-interval 0,inf` (every noise level) draws what no interval draws, and a
+    // narrower interval draws something else.
+    let draw = |name: &str, extra: &[&str]| {
+        let png = dir.join(name);
+        let out = sample_two_classes(&run, &png, extra);
+        assert!(out.status.success(), "{extra:?}: {}", text(&out));
+        std::fs::read(png).unwrap()
+    };
+    let plain = draw("plain.png", &[]);
+    assert_eq!(plain, draw("all.png", &["--guidance-interval", "0,inf"]));
+    assert_ne!(plain, draw("narrow.png", &["--guidance-interval", "0.5,2"]));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

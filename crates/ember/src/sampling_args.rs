@@ -33,7 +33,8 @@ pub struct SamplingArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Guide only at noise levels sigma in LOW,HIGH (Kynkaanniemi et al. 2024); outside it,
-    /// one conditional forward per step [default: sample.guidance_interval, i.e. always].
+    /// one conditional forward per step; `0,inf` is every level, plain guidance, which overrides
+    /// a config's interval [default: sample.guidance_interval, i.e. always].
     #[arg(long, value_delimiter = ',', value_name = "LOW,HIGH")]
     pub guidance_interval: Option<Vec<f64>>,
     /// CFG rescale phi in [0, 1] (Lin et al. 2023) [default: sample.cfg_rescale].
@@ -149,7 +150,12 @@ impl SamplingArgs {
             mark("sample.seed");
         }
         if let Some(v) = &self.guidance_interval {
-            settings.guidance_interval = v.clone();
+            // Every noise level is no interval at all: stored as the config's "always" (empty),
+            // so the settings an eval records are those of plain guidance.
+            settings.guidance_interval = match v[..] {
+                [low, high] if low == 0.0 && high == f64::INFINITY => Vec::new(),
+                _ => v.clone(),
+            };
             mark("sample.guidance_interval");
         }
         if let Some(v) = self.cfg_rescale {
