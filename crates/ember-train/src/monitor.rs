@@ -209,17 +209,24 @@ fn config_markdown(config: &ExperimentConfig) -> String {
     format!("Resolved config of this run:\n\n{indented}")
 }
 
-/// What the loss is, for the plot's title: `v MSE, min-SNR-5 weighted`.
+/// What the loss is, for the plot's title: `v MSE, min-SNR-5 weighted`, and the timestep
+/// distribution when it is not uniform (its loss is an average over other noise levels, so not
+/// comparable with a uniform run's).
 fn loss_name(config: &ExperimentConfig) -> String {
     let target = match config.diffusion.prediction {
         ember_config::Prediction::Epsilon => "epsilon",
         ember_config::Prediction::V => "v",
         ember_config::Prediction::X0 => "x0",
     };
-    match config.train.min_snr_gamma {
+    let mut name = match config.train.min_snr_gamma {
         g if g > 0.0 => format!("{target} MSE, min-SNR-{g} weighted"),
         _ => format!("{target} MSE"),
+    };
+    if config.train.timestep_sampling == ember_config::TimestepSampling::LogitNormal {
+        let (m, s) = (config.train.logit_mean, config.train.logit_std);
+        name.push_str(&format!(", logit-normal({m}, {s}) timesteps"));
     }
+    name
 }
 
 fn write_loss_plot(history: &History, loss: &str, path: &Path) -> Result<(), RunError> {
@@ -255,4 +262,23 @@ fn write_loss_plot(history: &History, loss: &str, path: &Path) -> Result<(), Run
     ];
     write_panels(path, "step", &panels, 3)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loss_name_says_the_weighting_and_a_non_uniform_timestep_distribution() {
+        let mut config = ExperimentConfig::default();
+        config.diffusion.prediction = ember_config::Prediction::V;
+        config.train.min_snr_gamma = 5.0;
+        assert_eq!(loss_name(&config), "v MSE, min-SNR-5 weighted");
+        config.train.timestep_sampling = ember_config::TimestepSampling::LogitNormal;
+        config.train.logit_mean = -0.5;
+        assert_eq!(
+            loss_name(&config),
+            "v MSE, min-SNR-5 weighted, logit-normal(-0.5, 1) timesteps"
+        );
+    }
 }
