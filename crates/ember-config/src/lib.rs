@@ -785,6 +785,16 @@ mod tests {
         ExperimentConfig::parse(text, Path::new("test.toml"))
     }
 
+    /// Each `(lines, key)` case, under `[table]`, is refused with an error naming `key`.
+    fn assert_each_refused_by_key(table: &str, cases: &[(&str, &str)]) {
+        for (text, key) in cases {
+            let err = parse(&format!("[{table}]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "[{table}] {text}: {err}");
+        }
+    }
+
     #[test]
     fn empty_file_gives_the_defaults() {
         assert_eq!(parse("").unwrap(), ExperimentConfig::default());
@@ -809,17 +819,15 @@ mod tests {
             parse("[train]\ntimestep_sampling = \"logit-normal\"\nlogit_mean = -0.5\n").unwrap();
         assert_eq!(c.train.timestep_sampling, TimestepSampling::LogitNormal);
         assert_eq!((c.train.logit_mean, c.train.logit_std), (-0.5, 1.0));
-        for (text, key) in [
-            ("logit_std = 0.0", "train.logit_std"),
-            ("logit_std = nan", "train.logit_std"),
-            ("logit_mean = 1e9", "train.logit_mean"),
-            ("logit_mean = inf", "train.logit_mean"),
-        ] {
-            let err = parse(&format!("[train]\n{text}\n"))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(key), "{text}: {err}");
-        }
+        assert_each_refused_by_key(
+            "train",
+            &[
+                ("logit_std = 0.0", "train.logit_std"),
+                ("logit_std = nan", "train.logit_std"),
+                ("logit_mean = 1e9", "train.logit_mean"),
+                ("logit_mean = inf", "train.logit_mean"),
+            ],
+        );
         let err = parse("[train]\ntimestep_sampling = \"normal\"\n")
             .unwrap_err()
             .to_string();
@@ -941,17 +949,15 @@ mod tests {
         assert!(err.contains("plms") && err.contains("heun"), "{err}");
         let cfg = parse("[sample]\nsampler = \"heun\"\nspacing = \"karras\"\nguidance_interval = [0.3, 5.0]\ncfg_rescale = 0.7\n").unwrap();
         assert_eq!(cfg.sample.sampler.name(), "heun");
-        for (text, key) in [
-            ("guidance_interval = [5.0, 0.3]", "sample.guidance_interval"),
-            ("guidance_interval = [1.0]", "sample.guidance_interval"),
-            ("cfg_rescale = 1.5", "sample.cfg_rescale"),
-            ("dynamic_threshold = 0.2", "sample.dynamic_threshold"),
-        ] {
-            let err = parse(&format!("[sample]\n{text}\n"))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(key), "{err}");
-        }
+        assert_each_refused_by_key(
+            "sample",
+            &[
+                ("guidance_interval = [5.0, 0.3]", "sample.guidance_interval"),
+                ("guidance_interval = [1.0]", "sample.guidance_interval"),
+                ("cfg_rescale = 1.5", "sample.cfg_rescale"),
+                ("dynamic_threshold = 0.2", "sample.dynamic_threshold"),
+            ],
+        );
     }
 
     #[test]
@@ -977,37 +983,35 @@ mod tests {
         let cfg = parse("[sample]\nguidance_method = \"autoguidance\"\nguide_run = \"runs/small\"\nguide_checkpoint = 500\n").unwrap();
         assert_eq!(cfg.sample.guide_checkpoint, Some(500));
         assert_eq!(parse(&cfg.to_toml()).unwrap(), cfg);
-        for (text, key) in [
-            ("guidance_method = \"cfg-pp\"", "sample.guidance_scale"),
-            (
-                "guidance_method = \"cfg-pp\"\nguidance_scale = 0.5\ncfg_rescale = 0.7",
-                "sample.cfg_rescale",
-            ),
-            (
-                "guidance_method = \"apg\"\ncfg_rescale = 0.7",
-                "sample.cfg_rescale",
-            ),
-            ("apg_eta = 1.5", "sample.apg_eta"),
-            ("apg_momentum = -1.0", "sample.apg_momentum"),
-            ("apg_norm_threshold = -1.0", "sample.apg_norm_threshold"),
-            (
-                "guidance_method = \"cfg-zero-star\"\nsteps = 4\ncfg_zero_init_steps = 4",
-                "sample.cfg_zero_init_steps",
-            ),
-            ("guidance_method = \"autoguidance\"", "sample.guide_run"),
-            (
-                "guidance_method = \"autoguidance\"\nguide_run = \"w\"\nnegative_class = 1",
-                "sample.negative_class",
-            ),
-            ("guide_run = \"w\"", "sample.guide_run"),
-            ("guide_checkpoint = 100", "sample.guide_checkpoint"),
-            ("guidance_schedule = \"exponential\"", "exponential"),
-        ] {
-            let err = parse(&format!("[sample]\n{text}\n"))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(key), "{text}: {err}");
-        }
+        assert_each_refused_by_key(
+            "sample",
+            &[
+                ("guidance_method = \"cfg-pp\"", "sample.guidance_scale"),
+                (
+                    "guidance_method = \"cfg-pp\"\nguidance_scale = 0.5\ncfg_rescale = 0.7",
+                    "sample.cfg_rescale",
+                ),
+                (
+                    "guidance_method = \"apg\"\ncfg_rescale = 0.7",
+                    "sample.cfg_rescale",
+                ),
+                ("apg_eta = 1.5", "sample.apg_eta"),
+                ("apg_momentum = -1.0", "sample.apg_momentum"),
+                ("apg_norm_threshold = -1.0", "sample.apg_norm_threshold"),
+                (
+                    "guidance_method = \"cfg-zero-star\"\nsteps = 4\ncfg_zero_init_steps = 4",
+                    "sample.cfg_zero_init_steps",
+                ),
+                ("guidance_method = \"autoguidance\"", "sample.guide_run"),
+                (
+                    "guidance_method = \"autoguidance\"\nguide_run = \"w\"\nnegative_class = 1",
+                    "sample.negative_class",
+                ),
+                ("guide_run = \"w\"", "sample.guide_run"),
+                ("guide_checkpoint = 100", "sample.guide_checkpoint"),
+                ("guidance_schedule = \"exponential\"", "exponential"),
+            ],
+        );
         // CFG++'s lambda bounds the training grids' scales too.
         let err = parse("[sample]\nguidance_method = \"cfg-pp\"\nguidance_scale = 0.5\n[log]\nsample_scales = [0.5, 3.0]\n")
             .unwrap_err()
