@@ -306,6 +306,8 @@ class Schedule:
         ab64 = torch.tensor(ab, dtype=torch.float64)
         self.signal = ab64.sqrt().to(torch.float32)
         self.sigma = (1.0 - ab64).sqrt().to(torch.float32)
+        # abar decreases; searchsorted wants increasing values: timesteps_at_sigma searches -abar.
+        self._neg_ab = -ab64
 
     def __len__(self):
         return len(self.alphas_cumprod)
@@ -315,9 +317,7 @@ class Schedule:
 
     def timesteps_at_sigma(self, sigma):
         """The first timestep whose sigma is at least each of `sigma` (NoiseSchedule::timestep_at_sigma)."""
-        # abar decreases; searchsorted wants increasing values, so search -abar for -threshold.
-        neg_ab = -torch.tensor(self.alphas_cumprod, dtype=torch.float64)
-        t = torch.searchsorted(neg_ab, -1.0 / (1.0 + sigma * sigma), right=False)
+        t = torch.searchsorted(self._neg_ab, -1.0 / (1.0 + sigma * sigma), right=False)
         return t.clamp(max=len(self) - 1)
 
     def add_noise(self, x0, noise, timesteps):
