@@ -264,15 +264,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
         cas: cas.clone(),
     };
     let s = &config.sample;
+    // Only DDIM reads eta (DDPM is DDIM with eta 1); printing it for the others misleads.
+    let eta = match s.sampler {
+        ember_config::SamplerKind::Ddim => format!(", eta {}", s.eta),
+        _ => String::new(),
+    };
     println!(
-        "sampling {} samples per class x {} classes with {}, {} {} steps ({:?} spacing), eta {}, seed {}; classifier {} (test accuracy {:.4}){}",
+        "sampling {} samples per class x {} classes with {}, {} {} steps ({:?} spacing){eta}, seed {}; classifier {} (test accuracy {:.4}){}",
         args.samples_per_class,
         config.model.num_classes,
         s.guidance_method.name(),
         s.sampler.name(),
         s.steps,
         s.spacing,
-        s.eta,
         s.seed,
         classifier_dir.display(),
         classifier.meta().test_accuracy,
