@@ -425,6 +425,12 @@ impl SamplerKind {
         SamplerKind::Heun,
     ];
 
+    /// Whether `sample.eta` changes this sampler: only DDIM's (DDPM is DDIM with eta 1, the
+    /// others are deterministic or have no such knob).
+    pub fn reads_eta(self) -> bool {
+        self == SamplerKind::Ddim
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             SamplerKind::Ddpm => "ddpm",

@@ -264,10 +264,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         cas: cas.clone(),
     };
     let s = &config.sample;
-    // Only DDIM reads eta (DDPM is DDIM with eta 1); printing it for the others misleads.
-    let eta = match s.sampler {
-        ember_config::SamplerKind::Ddim => format!(", eta {}", s.eta),
-        _ => String::new(),
+    let eta = if s.sampler.reads_eta() {
+        format!(", eta {}", s.eta)
+    } else {
+        String::new()
     };
     println!(
         "sampling {} samples per class x {} classes with {}, {} {} steps ({:?} spacing){eta}, seed {}; classifier {} (test accuracy {:.4}){}",
