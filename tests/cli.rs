@@ -705,6 +705,27 @@ fn classifier_and_eval_write_every_output_and_a_rerun_skips_finished_scales() {
         "{}",
         text(&out)
     );
+    // eta counts only for DDIM: a DDPM sweep reruns under another eta, a DDIM one does not.
+    let ddpm = dir.join("eval-ddpm");
+    let out = eval_sweep(&run, &ddpm, "1", &["--sampler", "ddpm", "--eta", "0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = eval_sweep(&run, &ddpm, "1", &["--sampler", "ddpm", "--eta", "0.5"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("skipping scale 1 (done)"),
+        "{}",
+        text(&out)
+    );
+    let ddim = dir.join("eval-ddim");
+    let out = eval_sweep(&run, &ddim, "1", &["--sampler", "ddim", "--eta", "0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = eval_sweep(&run, &ddim, "1", &["--sampler", "ddim", "--eta", "0.5"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("sampling.eta: 0.0 -> 0.5"),
+        "{}",
+        text(&out)
+    );
 
     // Standard FID without its weights: says how to get them, before any work.
     let missing = dir.join("no-such-inception.safetensors");

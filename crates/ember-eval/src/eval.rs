@@ -27,7 +27,7 @@
 
 use crate::score::{Judge, Metrics, RealSide};
 use burn::prelude::*;
-use ember_config::{ClassifierConfig, SampleConfig};
+use ember_config::{ClassifierConfig, SampleConfig, SamplerKind};
 use ember_io::{GridImage, write_atomic, write_png};
 use ember_model::{NoiseSchedule, UNet};
 use ember_monitor::plot::{Panel, Series, write_panels};
@@ -121,7 +121,9 @@ impl EvalSettings {
     }
 
     /// A `[sample]` key added after a file was written counts as its default there: that is
-    /// how the file's rows were sampled, so results of older versions stay reusable.
+    /// how the file's rows were sampled, so results of older versions stay reusable. `eta` is
+    /// compared only where a sampler reads it ([`SamplerKind::reads_eta`]): rows of DDPM or
+    /// DPM-Solver++ are the same whatever it is, and files record it for every sampler.
     pub(crate) fn differences(&self, other: &Self) -> Vec<String> {
         let defaults = Self::sampling_of(&SampleConfig::default());
         let (mut a, mut b) = (self.clone(), other.clone());
@@ -129,6 +131,16 @@ impl EvalSettings {
             for (key, value) in &defaults {
                 sampling.entry(key.clone()).or_insert_with(|| value.clone());
             }
+        }
+        let reads_eta = |sampling: &serde_json::Map<String, serde_json::Value>| {
+            sampling
+                .get("sampler")
+                .and_then(|v| serde_json::from_value::<SamplerKind>(v.clone()).ok())
+                .is_none_or(SamplerKind::reads_eta)
+        };
+        if !reads_eta(&a.sampling) && !reads_eta(&b.sampling) {
+            a.sampling.remove("eta");
+            b.sampling.remove("eta");
         }
         let a = serde_json::to_value(&a).expect("settings serialise");
         let b = serde_json::to_value(&b).expect("settings serialise");
@@ -813,6 +825,35 @@ mod tests {
         assert_eq!(
             older.differences(&apg),
             vec!["sampling.guidance_method: \"cfg\" -> \"apg\""]
+        );
+    }
+
+    #[test]
+    fn eta_counts_only_for_a_sampler_that_reads_it() {
+        let with = |sampler, eta| {
+            settings_with(&SampleConfig {
+                sampler,
+                eta,
+                ..Default::default()
+            })
+        };
+        for sampler in [SamplerKind::Ddpm, SamplerKind::DpmppTwoM, SamplerKind::Heun] {
+            assert!(
+                with(sampler, 0.0).matches(&with(sampler, 0.5)),
+                "{sampler:?}"
+            );
+        }
+        assert_eq!(
+            with(SamplerKind::Ddim, 0.0).differences(&with(SamplerKind::Ddim, 0.5)),
+            vec!["sampling.eta: 0.0 -> 0.5"]
+        );
+        // Between a sampler that reads it and one that does not, both differences are named.
+        assert_eq!(
+            with(SamplerKind::Ddpm, 0.0).differences(&with(SamplerKind::Ddim, 0.5)),
+            vec![
+                "sampling.eta: 0.0 -> 0.5",
+                "sampling.sampler: \"ddpm\" -> \"ddim\""
+            ]
         );
     }
 
