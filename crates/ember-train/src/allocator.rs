@@ -2,7 +2,9 @@
 //! heap trimming), so each training step faults in and zero-fills its ~0.4 GB of fresh tensor
 //! buffers again: ~110k page faults per step of the default model, 11 % of its CPU time in the
 //! kernel (scripts/bench/NOTES.md). Keeping freed memory for reuse cut the step time by 14-16 %
-//! at the same peak memory there.
+//! at the same peak memory there. Buffers above 32 MiB (glibc's largest mmap threshold), such as
+//! a skip concatenation of the 128-image guided batch, were still mapped and faulted in afresh
+//! each time: they now come from the heap too (`M_MMAP_MAX = 0`).
 
 /// Raises glibc's mmap and trim thresholds so tensor buffers are reused instead of returned to
 /// the OS after every step. Set `EMBER_MALLOC_DEFAULTS=1` to keep glibc's defaults (for
@@ -18,5 +20,8 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         // Do not give the top of the heap back to the OS until 2 GiB of it are free.
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        // Nor map larger buffers on their own: glibc still falls back to mmap when the heap
+        // cannot grow.
+        libc::mallopt(libc::M_MMAP_MAX, 0);
     }
 }
