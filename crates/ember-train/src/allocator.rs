@@ -6,8 +6,8 @@
 //! a skip concatenation of the 128-image guided batch, were still mapped and faulted in afresh
 //! each time: they now come from the heap too (`M_MMAP_MAX = 0`).
 
-/// Raises glibc's mmap and trim thresholds so tensor buffers are reused instead of returned to
-/// the OS after every step. Set `EMBER_MALLOC_DEFAULTS=1` to keep glibc's defaults (for
+/// Raises glibc's mmap and trim thresholds and stops it mapping large buffers on their own, so
+/// tensor buffers are reused instead of returned to the OS after every step. Set `EMBER_MALLOC_DEFAULTS=1` to keep glibc's defaults (for
 /// measuring the difference). No-op on other platforms.
 pub fn keep_freed_memory() {
     if std::env::var_os("EMBER_MALLOC_DEFAULTS").is_some() {
