@@ -706,26 +706,17 @@ fn classifier_and_eval_write_every_output_and_a_rerun_skips_finished_scales() {
         text(&out)
     );
     // eta counts only for DDIM: a DDPM sweep reruns under another eta, a DDIM one does not.
-    let ddpm = dir.join("eval-ddpm");
-    let out = eval_sweep(&run, &ddpm, "1", &["--sampler", "ddpm", "--eta", "0"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let out = eval_sweep(&run, &ddpm, "1", &["--sampler", "ddpm", "--eta", "0.5"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("skipping scale 1 (done)"),
-        "{}",
-        text(&out)
-    );
-    let ddim = dir.join("eval-ddim");
-    let out = eval_sweep(&run, &ddim, "1", &["--sampler", "ddim", "--eta", "0"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let out = eval_sweep(&run, &ddim, "1", &["--sampler", "ddim", "--eta", "0.5"]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains("sampling.eta: 0.0 -> 0.5"),
-        "{}",
-        text(&out)
-    );
+    for (sampler, resumes, says) in [
+        ("ddpm", true, "skipping scale 1 (done)"),
+        ("ddim", false, "sampling.eta: 0.0 -> 0.5"),
+    ] {
+        let out_dir = dir.join(format!("eval-{sampler}"));
+        let out = eval_sweep(&run, &out_dir, "1", &["--sampler", sampler, "--eta", "0"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = eval_sweep(&run, &out_dir, "1", &["--sampler", sampler, "--eta", "0.5"]);
+        assert_eq!(out.status.success(), resumes, "{}", text(&out));
+        assert!(text(&out).contains(says), "{sampler}: {}", text(&out));
+    }
 
     // Standard FID without its weights: says how to get them, before any work.
     let missing = dir.join("no-such-inception.safetensors");

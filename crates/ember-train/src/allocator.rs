@@ -7,8 +7,9 @@
 //! each time: they now come from the heap too (`M_MMAP_MAX = 0`).
 
 /// Raises glibc's mmap and trim thresholds and stops it mapping large buffers on their own, so
-/// tensor buffers are reused instead of returned to the OS after every step. Set `EMBER_MALLOC_DEFAULTS=1` to keep glibc's defaults (for
-/// measuring the difference). No-op on other platforms.
+/// tensor buffers are reused instead of returned to the OS after every step. Set
+/// `EMBER_MALLOC_DEFAULTS=1` to keep glibc's defaults (for measuring the difference). No-op on
+/// other platforms.
 pub fn keep_freed_memory() {
     if std::env::var_os("EMBER_MALLOC_DEFAULTS").is_some() {
         return;
