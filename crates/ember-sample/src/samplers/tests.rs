@@ -60,6 +60,24 @@ fn ddim_eta_one_draws_fresh_noise_and_ddpm_is_ddim_at_eta_one() {
     assert_eq!(run(&Ddpm), run(&Ddim { eta: 1.0 }));
 }
 
+/// `SamplerKind::reads_eta` decides whether `ember eval` may resume a sweep under another
+/// `--eta`; it must say exactly which samplers' output eta changes.
+#[test]
+fn eta_changes_the_samples_of_exactly_the_samplers_that_say_they_read_it() {
+    let shrink = Shrink(schedule());
+    let device = Device::flex();
+    for kind in SamplerKind::ALL {
+        let run = |eta| {
+            let mut noise = SeededNoise::for_rows(9, 2);
+            let x = noise.normal([2, 1, 4, 4], &device);
+            let ts = timesteps(&shrink.0, 6, TimestepSpacing::Trailing);
+            values(sampler(kind, eta).sample(&shrink, x, &ts, &mut noise))
+        };
+        let differs = run(0.0) != run(0.5);
+        assert_eq!(differs, kind.reads_eta(), "{kind:?}");
+    }
+}
+
 #[test]
 fn a_perfect_denoiser_recovers_the_clean_image() {
     /// Knows the clean image.
