@@ -65,14 +65,8 @@ fn ddim_eta_one_draws_fresh_noise_and_ddpm_is_ddim_at_eta_one() {
 #[test]
 fn eta_changes_the_samples_of_exactly_the_samplers_that_say_they_read_it() {
     let shrink = Shrink(schedule());
-    let device = Device::flex();
     for kind in SamplerKind::ALL {
-        let run = |eta| {
-            let mut noise = SeededNoise::for_rows(9, 2);
-            let x = noise.normal([2, 1, 4, 4], &device);
-            let ts = timesteps(&shrink.0, 6, TimestepSpacing::Trailing);
-            values(sampler(kind, eta).sample(&shrink, x, &ts, &mut noise))
-        };
+        let run = |eta| sample_mixture(&shrink, kind, eta, 6, TimestepSpacing::Trailing, 2, 9);
         let differs = run(0.0) != run(0.5);
         assert_eq!(differs, kind.reads_eta(), "{kind:?}");
     }
